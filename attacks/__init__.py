@@ -1,0 +1,1 @@
+"""Attacks on watermarked weights: one file each, all implementing `attacks.base.Attack`."""

@@ -1,0 +1,56 @@
+"""Full fine-tuning: all UNet weights trained on the attacker's data with the ordinary denoising loss."""
+from __future__ import annotations
+
+import torch
+
+from attacks.base import Attack
+from bench.data.base import batch_of
+from bench.diffusion import denoising_loss, encode_images, encode_prompts, generator, sample_noise_and_t, training_scheduler
+from bench.training import optimise
+from methods.base import require
+
+
+class FullFineTune(Attack):
+    """AdamW on every UNet parameter, batches drawn from `world.data.attacker` with the attack seed."""
+
+    name = "full_ft"
+    version = "1"
+
+    def __init__(self, steps: int = 100, lr: float = 1e-4, batch_size: int = 8, seed: int = 0,
+                 weight_decay: float = 0.0, schedule=None):
+        require(steps >= 1, f"attack.steps must be at least 1 (got {steps}); use attack=none for no attack.")
+        require(lr > 0, f"attack.lr must be positive (got {lr}); typical: 1e-4 (tiny world), 1e-5 (Stable Diffusion).")
+        require(batch_size >= 1, f"attack.batch_size must be at least 1 (got {batch_size}).")
+        require(weight_decay >= 0, f"attack.weight_decay must be non-negative (got {weight_decay}).")
+        super().__init__(steps, schedule)
+        self.lr, self.batch_size, self.seed, self.weight_decay = lr, batch_size, seed, weight_decay
+
+    def trainable(self, unet):
+        """The parameters this attack trains (all of them); subclasses narrow it."""
+        return list(unet.parameters())
+
+    def run(self, world, unet, on_checkpoint):
+        sched = training_scheduler(world.pipe)
+        data = world.data.attacker
+        gen = generator(self.seed, self.name)
+        unet.requires_grad_(False)
+        params = self.trainable(unet)
+        for p in params:
+            p.requires_grad_(True)
+        unet.train()
+
+        def loss_fn(step: int) -> torch.Tensor:
+            idx = torch.randint(0, len(data), (self.batch_size,), generator=gen)
+            images, captions = batch_of(data, idx)
+            latents = encode_images(world.pipe, images)
+            noise, t = sample_noise_and_t(latents, sched.config.num_train_timesteps, gen)
+            return denoising_loss(unet, sched, latents, noise, t, encode_prompts(world.pipe, captions))
+
+        def checkpoint(step: int) -> None:
+            if step in self.checkpoints:
+                on_checkpoint(step, unet)
+
+        checkpoint(0)
+        optimise(params, loss_fn, self.steps, self.lr, desc=f"attack {self.name}", weight_decay=self.weight_decay,
+                 on_step=checkpoint)
+        return unet.requires_grad_(False).eval()

@@ -1,0 +1,1 @@
+"""Captioned image datasets: one loader per published layout, all yielding (image, caption)."""

@@ -1,0 +1,98 @@
+"""Diffusion building blocks shared by methods, attacks and metrics.
+
+Everything here works on the parts of a diffusers `StableDiffusionPipeline` (unet, vae,
+text_encoder, tokenizer, scheduler), so the same code trains and evaluates the micro world,
+the tiny world and Stable Diffusion.
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+
+
+def derive_seed(*parts) -> int:
+    """A stable 63-bit seed from any parts (ints, strings): independent streams per purpose."""
+    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def generator(*parts, device: str | torch.device = "cpu") -> torch.Generator:
+    """A torch.Generator seeded from `derive_seed(*parts)`."""
+    return torch.Generator(device=device).manual_seed(derive_seed(*parts))
+
+
+@torch.no_grad()
+def encode_prompts(pipe, prompts: Sequence[str]) -> torch.Tensor:
+    """Text-encoder hidden states (B, L, D) for `prompts`, padded to the tokenizer's max length."""
+    tok = pipe.tokenizer(list(prompts), padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         truncation=True, return_tensors="pt")
+    return pipe.text_encoder(tok.input_ids.to(pipe.text_encoder.device))[0]
+
+
+@torch.no_grad()
+def encode_images(pipe, images: torch.Tensor) -> torch.Tensor:
+    """Scaled VAE latents of images in [-1, 1]. Uses the posterior mean, so it is deterministic."""
+    vae = pipe.vae
+    latents = vae.encode(images.to(vae.device, vae.dtype)).latent_dist.mean
+    return latents * vae.config.scaling_factor
+
+
+@torch.no_grad()
+def decode_latents(pipe, latents: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] from scaled latents."""
+    vae = pipe.vae
+    images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
+    return (images.float() / 2 + 0.5).clamp(0, 1)
+
+
+def training_scheduler(pipe) -> DDPMScheduler:
+    """The DDPM noise schedule matching the pipeline's sampler (same betas)."""
+    return DDPMScheduler.from_config(pipe.scheduler.config)
+
+
+def sample_noise_and_t(latents: torch.Tensor, n_train_timesteps: int, gen: torch.Generator,
+                       t_range: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gaussian noise like `latents` and integer timesteps, both drawn from `gen` (on CPU)."""
+    lo, hi = t_range or (0, n_train_timesteps)
+    noise = torch.randn(latents.shape, generator=gen).to(latents.device, latents.dtype)
+    t = torch.randint(lo, hi, (latents.shape[0],), generator=gen).to(latents.device)
+    return noise, t
+
+
+def eps_prediction(unet, scheduler, latents, noise, t, text_emb) -> torch.Tensor:
+    """The UNet's noise prediction at the noised latents x_t = sqrt(abar) x0 + sqrt(1-abar) eps."""
+    noisy = scheduler.add_noise(latents, noise, t)
+    return unet(noisy, t, encoder_hidden_states=text_emb).sample
+
+
+def denoising_loss(unet, scheduler, latents, noise, t, text_emb, reduce: bool = True) -> torch.Tensor:
+    """The ordinary epsilon-prediction MSE of latent diffusion (per sample if reduce=False)."""
+    pred = eps_prediction(unet, scheduler, latents, noise, t, text_emb)
+    per_sample = F.mse_loss(pred.float(), noise.float(), reduction="none").mean(dim=(1, 2, 3))
+    return per_sample.mean() if reduce else per_sample
+
+
+@torch.no_grad()
+def generate(pipe, prompts: Sequence[str], seed: int, steps: int, guidance_scale: float,
+             resolution: int, batch_size: int = 16) -> torch.Tensor:
+    """Images (N, 3, H, W) in [0, 1] for `prompts`, deterministic for a given seed."""
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = list(prompts[start:start + batch_size])
+        gen = torch.Generator("cpu").manual_seed(derive_seed(seed, start))
+        latents = torch.randn((len(chunk), pipe.unet.config.in_channels, resolution // pipe.vae_scale_factor,
+                               resolution // pipe.vae_scale_factor), generator=gen)
+        images = pipe(chunk, num_inference_steps=steps, guidance_scale=guidance_scale, height=resolution,
+                      width=resolution, latents=latents.to(pipe.device, pipe.unet.dtype), output_type="pt",
+                      return_dict=True).images
+        out.append(images.float().cpu())
+    return torch.cat(out)
+
+
+def unet_state(unet) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of the UNet's weights (what checkpoints and LMC interpolation use)."""
+    return {k: v.detach().cpu().clone() for k, v in unet.state_dict().items()}

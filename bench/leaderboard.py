@@ -1,0 +1,136 @@
+"""Aggregate records into a leaderboard: CSV, markdown table and robustness plots.
+
+    python -m bench.leaderboard [RESULTS_DIR]
+
+Reads every `record.json` under `<RESULTS_DIR>/records` (failed runs included), writes
+`leaderboard.csv`, `leaderboard.md` and `robustness_<attack>.png` into RESULTS_DIR. One row per
+model x method x attack; numeric metrics are averaged over seeds (`n_seeds` says how many).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import matplotlib
+import pandas as pd
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from hydra.experimental.callback import Callback  # noqa: E402
+
+from bench.cache import write_json_atomic  # noqa: E402
+
+log = logging.getLogger(__name__)
+KEYS = ["model", "method", "attack"]
+
+
+def load_records(results_dir: Path) -> list[dict]:
+    """Every record under `results_dir/records`, one per run id (the newest file wins)."""
+    records = {}
+    for path in sorted((Path(results_dir) / "records").glob("*/record.json"), key=lambda p: p.stat().st_mtime):
+        rec = json.loads(path.read_text())
+        records[rec["run_id"]] = rec
+    return list(records.values())
+
+
+def table(records: list[dict]) -> pd.DataFrame:
+    """One row per model x method x attack: metric means over complete seeds, plus status columns."""
+    rows = []
+    for rec in records:
+        row = {k: rec[k] for k in KEYS} | {"seed": rec["seed"], "status": rec["status"], "error": rec.get("error")}
+        for name, m in rec.get("metrics", {}).items():
+            value = m["value"]
+            row[name] = float(value) if isinstance(value, (bool, int, float)) else None
+        rows.append(row)
+    if not rows:
+        return pd.DataFrame(columns=KEYS + ["status", "n_seeds"])
+    df = pd.DataFrame(rows)
+    metric_cols = [c for c in df.columns if c not in KEYS + ["seed", "status", "error"]]
+    complete = df[df.status == "complete"]
+    agg = complete.groupby(KEYS, dropna=False)[metric_cols].mean() if metric_cols else complete.groupby(KEYS).size().to_frame("_")[[]]
+    agg["n_seeds"] = complete.groupby(KEYS).size()
+    failed = df[df.status != "complete"].groupby(KEYS).agg(n_failed=("status", "size"), error=("error", "first"))
+    out = agg.join(failed, how="outer").reset_index()
+    out["status"] = ["complete" if pd.isna(f) or not f else ("failed" if pd.isna(n) or not n else "partial")
+                     for f, n in zip(out.get("n_failed", pd.Series([None] * len(out))), out["n_seeds"])]
+    front = KEYS + ["status", "n_seeds"]
+    return out[front + [c for c in out.columns if c not in front]].sort_values(KEYS).reset_index(drop=True)
+
+
+def plot_robustness(records: list[dict], out_dir: Path) -> list[Path]:
+    """One PNG per (model, attack): bit accuracy vs attack step, a line per method."""
+    paths = []
+    groups: dict[tuple, list[dict]] = {}
+    for rec in records:
+        if rec["status"] == "complete" and rec.get("curves", {}).get("robustness"):
+            groups.setdefault((rec["model"], rec["attack"]), []).append(rec)
+    for (model, attack), recs in sorted(groups.items()):
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for rec in sorted(recs, key=lambda r: (r["method"], r["seed"])):
+            curve = rec["curves"]["robustness"]
+            ax.plot([p["step"] for p in curve], [p["bit_acc"] for p in curve], marker="o",
+                    label=f"{rec['method']} (seed {rec['seed']})")
+        ax.axhline(0.5, color="grey", lw=0.8, ls="--", label="chance")
+        ax.set(xlabel=f"{attack} step", ylabel="bit accuracy", title=f"{model}: {attack}", ylim=(0, 1.05))
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out_dir / f"robustness_{model}_{attack}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write_leaderboard(results_dir: Path) -> pd.DataFrame:
+    """Write leaderboard.csv / .md / .json and the plots into `results_dir`; return the table."""
+    results_dir = Path(results_dir)
+    records = load_records(results_dir)
+    df = table(records)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    tmp = results_dir / ".leaderboard.csv.tmp"
+    df.to_csv(tmp, index=False)
+    tmp.replace(results_dir / "leaderboard.csv")
+    tmp = results_dir / ".leaderboard.md.tmp"
+    tmp.write_text(df.to_markdown(index=False, floatfmt=".4g") + "\n")
+    tmp.replace(results_dir / "leaderboard.md")
+    directions = {n: m["higher_is_better"] for r in records for n, m in r.get("metrics", {}).items()}
+    write_json_atomic(results_dir / "leaderboard_meta.json", {"higher_is_better": directions, "n_records": len(records)})
+    plot_robustness(records, results_dir)
+    log.info("leaderboard: %d rows from %d records -> %s", len(df), len(records), results_dir / "leaderboard.csv")
+    return df
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results_dir", nargs="?", default="results", help="folder holding records/ (default: results)")
+    args = parser.parse_args(argv)
+    df = write_leaderboard(Path(args.results_dir))
+    print(df.to_markdown(index=False, floatfmt=".4g"))
+
+
+if __name__ == "__main__":
+    main()
+
+
+class LeaderboardCallback(Callback):
+    """Hydra callback: rewrite the leaderboard after a run or a sweep and print it.
+
+    (Jobs never raise on failure, they record it, so `on_multirun_end` always runs; the
+    standalone command above covers sweeps interrupted by other means.)
+    """
+
+    def _write(self, config) -> None:
+        df = write_leaderboard(Path(config.paths.results_dir))
+        cols = [c for c in df.columns if c in KEYS + ["status", "verify/watermarked/bit_acc", "verify/attacked/bit_acc",
+                                                      "steps_to_removal", "fid/watermarked", "clip_score/watermarked"]]
+        print("\n" + df[cols].to_markdown(index=False, floatfmt=".4g"))
+        print(f"\nleaderboard: {Path(config.paths.results_dir) / 'leaderboard.csv'}")
+
+    def on_run_end(self, config, **kwargs) -> None:
+        self._write(config)
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        self._write(config)

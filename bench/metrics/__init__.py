@@ -1,0 +1,1 @@
+"""Metric collectors: one file each, all implementing `bench.metrics.base.Collector`."""

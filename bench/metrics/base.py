@@ -1,0 +1,80 @@
+"""What a metric collector sees (EvalContext) and returns (metrics with higher_is_better, curves)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from bench.cache import Cache
+from bench.diffusion import generate
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """One model under evaluation: a content address and its UNet weights (None = the base UNet)."""
+
+    address: str
+    weights: Path | None = None
+    step: int | None = None
+
+
+@dataclass
+class EvalContext:
+    """Everything collectors need: the world, the method and key, the models, and the cache."""
+
+    world: object
+    method: object
+    key: object
+    key_address: str
+    cache: Cache
+    seed: int
+    data_key: dict
+    base: ModelRef
+    watermarked: ModelRef
+    attacked: list[ModelRef]          # the attack's checkpoints on the watermarked model, by step
+    null_attacked: list[ModelRef]     # the same attack's checkpoints on the base model
+    _unets: dict = field(default_factory=dict)
+
+    def unet(self, ref: ModelRef):
+        """The UNet for `ref` (loaded once and kept while this context lives)."""
+        if ref.weights is None:
+            return self.world.unet
+        if ref.address not in self._unets:
+            self._unets.clear()  # keep at most one extra UNet in memory
+            self._unets[ref.address] = self.world.load_unet(ref.weights)
+        return self._unets[ref.address]
+
+    def samples(self, ref: ModelRef, n: int) -> torch.Tensor:
+        """`n` images (uint8, N x 3 x H x W) generated from the held-out prompts; cached per model."""
+        s = self.world.sampling
+        key = {"model": ref.address, "n": n, "seed": self.seed, "sampling": vars(s), "data": self.data_key}
+
+        def build(tmp: Path) -> None:
+            pipe = self.world.pipeline_with(unet=self.unet(ref))
+            images = generate(pipe, self.world.data.prompts(n), self.seed, s.steps, s.guidance_scale, s.resolution)
+            save_file({"images": (images * 255).round().to(torch.uint8)}, str(tmp / "samples.safetensors"))
+
+        art = self.cache.get_or_build("samples", "1", key, build)
+        return load_file(str(art.path / "samples.safetensors"))["images"]
+
+
+def metric(value, higher_is_better: bool | None) -> dict:
+    """One record entry. higher_is_better=None marks a descriptive number with no better direction."""
+    return {"value": value, "higher_is_better": higher_is_better}
+
+
+class Collector:
+    """Base class: `compute(ctx)` returns {"metrics": {name: metric(...)}, "curves": {name: [...]}}."""
+
+    name: ClassVar[str] = "base"
+    version: ClassVar[str] = "1"
+
+    def compute(self, ctx: EvalContext) -> dict:
+        raise NotImplementedError
+
+    def settings(self) -> dict:
+        """The collector's parameters (part of every cache key it uses)."""
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}

@@ -1,0 +1,52 @@
+"""FID of generated images against held-out real images, with the real FID Inception weights.
+
+Generated images come from the held-out captions (shared with the CLIP score); the reference
+statistics of the real images are computed once per dataset and cached.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.data.base import batch_of
+from bench.metrics import inception
+from bench.metrics.base import Collector, EvalContext, ModelRef, metric
+from methods.base import require
+
+
+class FID(Collector):
+    name = "fid"
+    version = "1"
+
+    def __init__(self, n_images: int = 1000):
+        require(n_images >= 2, f"metrics.fid.n_images must be at least 2 (got {n_images}).")
+        self.n_images = n_images
+
+    def _reference(self, ctx: EvalContext) -> tuple[np.ndarray, np.ndarray]:
+        holdout = ctx.world.data.holdout
+        n = min(self.n_images, len(holdout))
+
+        def build(tmp: Path) -> None:
+            images, _ = batch_of(holdout, range(n))
+            mu, sigma = inception.stats(inception.features(((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)))
+            np.savez(tmp / "stats.npz", mu=mu, sigma=sigma)
+
+        art = ctx.cache.get_or_build("fid-ref", self.version, {"data": ctx.data_key, "n": n}, build)
+        stats = np.load(art.path / "stats.npz")
+        return stats["mu"], stats["sigma"]
+
+    def _fid(self, ctx: EvalContext, ref: ModelRef) -> float:
+        key = {"model": ref.address, "settings": self.settings(), "seed": ctx.seed, "data": ctx.data_key}
+
+        def compute() -> dict:
+            generated = inception.stats(inception.features(ctx.samples(ref, self.n_images)))
+            return {"fid": inception.fid_from_stats(generated, self._reference(ctx))}
+
+        return ctx.cache.get_or_compute_json("fid", self.version, key, compute)[0]["fid"]
+
+    def compute(self, ctx: EvalContext) -> dict:
+        roles = {"base": ctx.base, "watermarked": ctx.watermarked, "attacked": ctx.attacked[-1]}
+        return {"metrics": {f"fid/{role}": metric(self._fid(ctx, ref), False) for role, ref in roles.items()},
+                "curves": {}}

@@ -1,0 +1,52 @@
+"""Verification: bit accuracy, p-value and verdict for the watermarked model, every attack
+checkpoint (robustness curve, steps-to-removal) and the two null models (base, base + attack)."""
+from __future__ import annotations
+
+from bench.metrics.base import Collector, EvalContext, ModelRef, metric
+from bench.stats import first_removal, summarise
+from methods.base import require
+
+
+class Verification(Collector):
+    name = "verification"
+    version = "1"
+
+    def __init__(self, n_queries: int = 8, target_fpr: float = 1e-3):
+        require(n_queries >= 1, f"metrics.verification.n_queries must be at least 1 (got {n_queries}).")
+        require(0 < target_fpr < 1, f"metrics.verification.target_fpr must be in (0, 1) (got {target_fpr}).")
+        self.n_queries, self.target_fpr = n_queries, target_fpr
+
+    def _verify(self, ctx: EvalContext, ref: ModelRef) -> dict:
+        key = {"model": ref.address, "key": ctx.key_address, "settings": self.settings(), "seed": ctx.seed}
+
+        def compute() -> dict:
+            ev = ctx.method.verify(ctx.world, ctx.unet(ref), ctx.key, self.n_queries, ctx.seed)
+            return summarise(ev, self.target_fpr)
+
+        value, _ = ctx.cache.get_or_compute_json("verify", self.version, key, compute)
+        return value
+
+    def compute(self, ctx: EvalContext) -> dict:
+        if ctx.method.access == "none":
+            return {"metrics": {}, "curves": {}}
+        out: dict = {}
+        roles = {"watermarked": ctx.watermarked, "null_base": ctx.base}
+        for role, ref in roles.items():
+            s = self._verify(ctx, ref)
+            out[f"verify/{role}/bit_acc"] = metric(s["bit_acc"], role == "watermarked")
+            out[f"verify/{role}/p_value"] = metric(s["p_value"], None)
+            out[f"verify/{role}/detected"] = metric(s["detected"], role == "watermarked")
+        curve = [{"step": r.step, **self._verify(ctx, r)} for r in ctx.attacked]
+        null_curve = [{"step": r.step, **self._verify(ctx, r)} for r in ctx.null_attacked]
+        final, null_final = curve[-1], null_curve[-1]
+        out["verify/attacked/bit_acc"] = metric(final["bit_acc"], True)
+        out["verify/attacked/p_value"] = metric(final["p_value"], None)
+        out["verify/attacked/detected"] = metric(final["detected"], True)
+        out["verify/attacked/detection_rate"] = metric(final["detection_rate"], True)
+        out["verify/null_attacked/bit_acc"] = metric(null_final["bit_acc"], None)
+        out["verify/null_attacked/detected"] = metric(null_final["detected"], False)
+        removal = first_removal(curve)
+        out["steps_to_removal"] = metric(removal, True)
+        out["survived_attack"] = metric(removal is None, True)
+        out["false_positives"] = metric(int(out["verify/null_base/detected"]["value"]) + int(null_final["detected"]), False)
+        return {"metrics": out, "curves": {"robustness": curve, "robustness_null": null_curve}}

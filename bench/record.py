@@ -1,0 +1,58 @@
+"""One self-describing `record.json` per run: status, metrics, curves, config and provenance."""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+from bench.cache import address_of, write_json_atomic
+
+PACKAGES = ("torch", "diffusers", "transformers", "hydra-core", "torchmetrics", "clean-fid", "peft", "safetensors",
+            "submitit", "wandb")
+RECORD_VERSION = 1
+
+
+def run_id(names: dict, config: dict) -> str:
+    """`<model>-<method>-<attack>-s<seed>-<hash of the config>`: stable for a given config."""
+    return f"{names['model']}-{names['method']}-{names['attack']}-s{names['seed']}-{address_of('run', '1', config)[:8]}"
+
+
+def git_commit() -> str | None:
+    """The commit of the harness's checkout (None outside a git checkout)."""
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def provenance() -> dict:
+    """Package versions, git commit, host, and SLURM job id when running under SLURM."""
+    versions = {}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            versions[pkg] = None
+    return {"versions": versions, "python": platform.python_version(), "git_commit": git_commit(),
+            "host": platform.node(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID")}
+
+
+def record_path(records_dir: Path, rid: str) -> Path:
+    return Path(records_dir) / rid / "record.json"
+
+
+def read_record(path: Path) -> dict | None:
+    """The record at `path`, or None if there is none."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_record(path: Path, record: dict) -> None:
+    """Write atomically: a reader sees the old record or the new one, never half of one."""
+    write_json_atomic(path, {"record_version": RECORD_VERSION, **record})

@@ -1,0 +1,95 @@
+"""One run, top to bottom: world -> embed -> attack -> evaluate -> record.
+
+Every component is instantiated (and so validated) before any work starts; a finished run is
+recognised by its record and skipped; each stage is cached by content address, so a sweep
+embeds each method once and a re-run does no training.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from bench.cache import Cache
+from bench.errors import BenchError, ConfigError
+from bench.metrics.base import EvalContext, ModelRef
+from bench.record import provenance, read_record, record_path, run_id, write_record
+from bench.stages import attack_stage, embed_seconds, embed_stage, evaluate_stage, world_stage
+from bench.world.base import resolve_device
+
+log = logging.getLogger(__name__)
+NOT_HASHED = ("paths", "logger", "device")  # settings that do not change a run's result
+
+
+def build(node: DictConfig, group: str):
+    """Instantiate a config node; turn constructor errors into one-paragraph ConfigErrors."""
+    try:
+        return instantiate(node, _convert_="all")
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, BenchError):
+            raise cause from None
+        raise ConfigError(f"The '{group}' config could not be instantiated: {cause or err}. Check the keys you "
+                          f"overrode against conf/{group}/ (`python -m bench --help` lists the options).") from None
+
+
+@contextmanager
+def timed(timings: dict, stage: str):
+    """Record the seconds a stage took in `timings[stage]`."""
+    start = time.perf_counter()
+    timings[stage] = {"seconds": None}
+    yield timings[stage]
+    timings[stage]["seconds"] = round(time.perf_counter() - start, 3)
+
+
+def run(cfg: DictConfig) -> dict:
+    """Run (or skip, if already complete) the experiment `cfg`; return its record."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    hashed = {k: v for k, v in config.items() if k not in NOT_HASHED}
+    device = resolve_device(cfg.device)
+    model, data = build(cfg.model, "model"), build(cfg.data, "data")
+    method, attack = build(cfg.method, "method"), build(cfg.attack, "attack")
+    collectors = {name: build(node, "metrics") for name, node in cfg.metrics.items()}
+    names = {"model": cfg.model.name, "method": method.name, "attack": attack.name, "seed": cfg.seed}
+    rid = run_id(names, hashed)
+    path = record_path(Path(cfg.paths.records_dir), rid)
+    previous = read_record(path)
+    if previous and previous["status"] == "complete":
+        log.info("%s is complete; nothing to do (%s)", rid, path)
+        return previous
+
+    torch.manual_seed(cfg.seed)
+    cache, timings = Cache(cfg.paths.cache_dir), {}
+    record = {"run_id": rid, **names, "status": "running", "config": config, "provenance": provenance()}
+    try:
+        with timed(timings, "world") as t:
+            world, t["built"] = world_stage(cache, model, config["model"], data, device)
+        with timed(timings, "embed") as t:
+            marked, key, key_address, t["built"] = embed_stage(cache, world, method, config["method"], cfg.seed)
+        with timed(timings, "attack") as t:
+            attacked, built = attack_stage(cache, world, marked, attack, config["attack"])
+            null_attacked, null_built = attack_stage(cache, world, ModelRef(world.address), attack, config["attack"])
+            t["built"] = built or null_built
+        with timed(timings, "evaluate"):
+            ctx = EvalContext(world=world, method=method, key=key, key_address=key_address, cache=cache, seed=cfg.seed,
+                              data_key=config["data"], base=null_attacked[0], watermarked=marked,
+                              attacked=attacked, null_attacked=null_attacked)
+            metrics, curves = evaluate_stage(ctx, collectors)
+        metrics["embed_seconds"] = {"value": embed_seconds(marked), "higher_is_better": False}
+        record.update(status="complete", metrics=metrics, curves=curves)
+    except BenchError:
+        raise
+    except Exception as err:  # a failed run is recorded, not lost: the sweep goes on
+        log.exception("run %s failed", rid)
+        record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+    record["timings"] = timings
+    write_record(path, record)
+    log.info("record: %s (%s)", path, record["status"])
+    return record

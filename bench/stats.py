@@ -1,0 +1,66 @@
+"""Verification statistics, shared by all methods: evidence in, bit accuracy / p-value / verdict out.
+
+Bits: each query's decoded bits are compared to the owner's. The model-level test takes the
+majority vote of each bit over the queries and applies an exact one-sided binomial test:
+under the null (a model that never saw the key), the voted bits are a function of the model
+alone and the key is uniform, so the number of matches is Binomial(n_bits, 1/2) exactly, even
+if every query returns the same image. Per query, a query "detects" when its matches reach the
+smallest k with P(Binomial(n_bits, 1/2) >= k) <= target FPR (SleeperMark's TPR@FPR rule).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from scipy.stats import binom
+
+from methods.base import Evidence
+
+
+def binomial_p_value(matches: int, n: int) -> float:
+    """P(X >= matches) for X ~ Binomial(n, 1/2)."""
+    return float(binom.sf(matches - 1, n, 0.5))
+
+
+def match_threshold(n: int, target_fpr: float) -> int:
+    """Smallest k with P(Binomial(n, 1/2) >= k) <= target_fpr (n + 1 when no k qualifies)."""
+    for k in range(n + 1):
+        if binomial_p_value(k, n) <= target_fpr:
+            return k
+    return n + 1
+
+
+def summarise(ev: Evidence, target_fpr: float) -> dict:
+    """bit_acc, p_value, detected (model-level verdict) and detection_rate (per-query) for bit evidence."""
+    if ev.kind != "bits":
+        raise ValueError(f"unsupported evidence kind {ev.kind!r}")
+    decoded, bits = ev.decoded.long(), ev.bits.long().view(1, -1)
+    n_queries, n_bits = decoded.shape
+    per_query = (decoded == bits).sum(dim=1)
+    voted = (decoded.float().mean(dim=0) > 0.5).long()
+    matches = int((voted == bits[0]).sum())
+    p = binomial_p_value(matches, n_bits)
+    k = match_threshold(n_bits, target_fpr)
+    return {
+        "bit_acc": float(per_query.float().mean() / n_bits),
+        "p_value": p,
+        "log10_p": math.log10(max(p, 1e-300)),
+        "detected": bool(p <= target_fpr),
+        "detection_rate": float((per_query >= k).float().mean()),
+        "n_queries": n_queries,
+        "n_bits": n_bits,
+    }
+
+
+def first_removal(curve: list[dict]) -> int | None:
+    """The first checkpoint step whose verdict is negative (None if detected throughout)."""
+    for point in curve:
+        if not point["detected"]:
+            return point["step"]
+    return None
+
+
+def chance_bits(n_bits: int, n_queries: int, seed: int) -> torch.Tensor:
+    """Uniform random decoded bits: what a verifier should see from an unrelated model."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 2, (n_queries, n_bits), generator=gen)

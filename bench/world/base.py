@@ -1,0 +1,136 @@
+"""The World every stage works in, and how it is loaded from a pipeline folder.
+
+A world folder holds `pipeline/` (a diffusers `StableDiffusionPipeline` saved with
+`save_pretrained`) and optionally `clip/` (a transformers `CLIPModel` + `CLIPProcessor`).
+The micro and tiny worlds are built into such folders; Stable Diffusion is loaded from a hub
+id or local folder. After loading, every world goes through the same code.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from diffusers import StableDiffusionPipeline
+from safetensors.torch import load_file, save_file
+
+from bench.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class Sampling:
+    """How images are generated for evaluation: sampler steps, guidance, resolution."""
+
+    steps: int = 20
+    guidance_scale: float = 7.5
+    resolution: int = 512
+
+
+@dataclass
+class World:
+    """The base pipeline, the CLIP scorer and generation settings, on one device."""
+
+    pipe: StableDiffusionPipeline
+    clip_path: str | None
+    sampling: Sampling
+    address: str
+    device: torch.device
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def unet(self):
+        return self.pipe.unet
+
+    def pipeline_with(self, unet=None, text_encoder=None) -> StableDiffusionPipeline:
+        """A pipeline sharing this world's parts, with the UNet / text encoder replaced."""
+        parts = dict(self.pipe.components)
+        if unet is not None:
+            parts["unet"] = unet
+        if text_encoder is not None:
+            parts["text_encoder"] = text_encoder
+        pipe = StableDiffusionPipeline(**parts)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def fresh_unet(self, state: dict[str, torch.Tensor] | None = None):
+        """A trainable copy of the base UNet (fp32), optionally with `state` loaded into it."""
+        unet = copy.deepcopy(self.pipe.unet).float()
+        if state is not None:
+            unet.load_state_dict(state)
+        unet.requires_grad_(True)
+        return unet
+
+    def load_unet(self, weights: Path):
+        """A copy of the base UNet carrying the weights in a safetensors file."""
+        unet = self.fresh_unet(read_weights(weights))
+        unet.requires_grad_(False).eval()
+        return unet.to(self.pipe.unet.dtype)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` means CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} was requested but no CUDA device is visible. Use device=cpu or "
+                          "device=auto, or run on a GPU node (hydra/launcher=slurm).")
+    return torch.device(name)
+
+
+def load_world(folder: Path | str, sampling: Sampling, address: str, device: torch.device,
+               precision: str = "fp32", clip_path: str | None = None, meta: dict | None = None) -> World:
+    """Load a StableDiffusionPipeline folder (or hub id) into a frozen World on `device`."""
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(str(folder), safety_checker=None, feature_extractor=None,
+                                                       requires_safety_checker=False, torch_dtype=DTYPES[precision],
+                                                       use_safetensors=True)
+    except (OSError, ValueError, EnvironmentError) as err:
+        raise ConfigError(
+            f"Could not load a Stable Diffusion pipeline from '{folder}': {err}. Point model.path at a local "
+            "folder in the diffusers layout (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/, "
+            "weights as .safetensors), or at a hub id on a machine that can reach the hub.") from err
+    pipe.to(device)
+    for part in (pipe.unet, pipe.vae, pipe.text_encoder):
+        part.requires_grad_(False).eval()
+    pipe.set_progress_bar_config(disable=True)
+    return World(pipe=pipe, clip_path=clip_path, sampling=sampling, address=address, device=device, meta=meta or {})
+
+
+def read_weights(path: Path | str) -> dict[str, torch.Tensor]:
+    """Read a weights file safely: safetensors, or a torch file loaded with weights_only=True.
+
+    Pickle-based files that need arbitrary code to load are refused with an explanation.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Weights file '{path}' does not exist. Check the path (relative paths are resolved "
+                              "from the directory you launched from).")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except Exception as err:  # safetensors raises several types for corrupt headers
+            raise CheckpointError(f"'{path}' is not a readable safetensors file ({err}). The file is corrupt or "
+                                  "truncated; re-export it with safetensors.torch.save_file.") from err
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(
+            f"Refusing to load '{path}': it is not a safetensors file and it cannot be read with torch.load("
+            f"weights_only=True) ({type(err).__name__}). Files that need full pickle loading can run arbitrary code. "
+            "Convert it on a trusted machine with safetensors.torch.save_file(state_dict, 'weights.safetensors') "
+            "and pass the .safetensors file instead.") from err
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"'{path}' does not hold a flat state dict of tensors; save the UNet's state_dict() "
+                              "with safetensors.torch.save_file.")
+    return state
+
+
+def write_weights(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Save a state dict as safetensors (contiguous CPU copies)."""
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(path))

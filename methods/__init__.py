@@ -1,0 +1,1 @@
+"""Watermarking methods: one file each, all implementing `methods.base.WatermarkMethod`."""

@@ -1,0 +1,83 @@
+"""What every watermarking method implements, and the key and evidence it exchanges.
+
+A method embeds a watermark into a copy of the world's UNet under an owner's secret key,
+verifies a suspect pipeline by returning per-query evidence, and exposes its watermark loss
+(used by the LMC barrier). Turning evidence into bit accuracy, p-values and verdicts is the
+harness's job (`bench.stats`), so all methods are judged by the same statistics.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from bench.errors import ConfigError
+
+
+@dataclass
+class Key:
+    """The owner's secret: tensors (bits, target patterns, extractor weights...) and JSON metadata."""
+
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous().cpu() for k, v in self.tensors.items()} or {"_empty": torch.zeros(0)},
+                  str(folder / "key.safetensors"))
+        (folder / "key_meta.json").write_text(json.dumps(self.meta, indent=1, sort_keys=True))
+
+    @classmethod
+    def load(cls, folder: Path) -> "Key":
+        tensors = {k: v for k, v in load_file(str(folder / "key.safetensors")).items() if k != "_empty"}
+        return cls(tensors, json.loads((folder / "key_meta.json").read_text()))
+
+
+@dataclass
+class Evidence:
+    """Per-query verification evidence.
+
+    kind "bits": `decoded` (n_queries, n_bits) in {0, 1} and the owner's `bits` (n_bits,).
+    kind "scores": `matches` (n_queries,) booleans (a query's response matched the key) and
+    `scores` (n_queries,) the raw similarity; the null distribution comes from null models.
+    """
+
+    kind: Literal["bits", "scores"]
+    decoded: torch.Tensor | None = None
+    bits: torch.Tensor | None = None
+    matches: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
+
+
+class WatermarkMethod:
+    """Base class. Subclasses set `name`, `access`, `version` and implement the three methods."""
+
+    name: ClassVar[str] = "base"
+    access: ClassVar[Literal["black-box", "white-box", "none"]] = "black-box"
+    version: ClassVar[str] = "1"
+
+    def make_key(self, seed: int, world) -> Key:
+        """Draw the owner's secret from `seed`."""
+        return Key()
+
+    def embed(self, world, key: Key, log_every: int = 0):
+        """Return a watermarked copy of `world`'s UNet (the world itself is not modified)."""
+        raise NotImplementedError
+
+    def verify(self, world, unet, key: Key, n_queries: int, seed: int) -> Evidence | None:
+        """Query the suspect model `unet` (in `world`) and return per-query evidence; None if unmarked."""
+        raise NotImplementedError
+
+    def watermark_loss(self, world, unet, key: Key, seed: int) -> torch.Tensor | None:
+        """The loss the embedding minimises, on a batch fixed by `seed` (common random numbers)."""
+        raise NotImplementedError
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise a ConfigError with `message` unless `condition` holds (hyperparameter validation)."""
+    if not condition:
+        raise ConfigError(message)
