@@ -4,8 +4,7 @@ from __future__ import annotations
 import torch
 
 from attacks.base import Attack
-from bench.data.base import batch_of
-from bench.diffusion import denoising_loss, encode_images, encode_prompts, generator, sample_noise_and_t, training_scheduler
+from bench.diffusion import denoising_loss, generator, sample_noise_and_t, training_scheduler
 from bench.training import optimise
 from methods.base import require
 
@@ -31,7 +30,7 @@ class FullFineTune(Attack):
 
     def run(self, world, unet, on_checkpoint):
         sched = training_scheduler(world.pipe)
-        data = world.data.attacker
+        data = world.encoded("attacker")
         gen = generator(self.seed, self.name)
         unet.requires_grad_(False)
         params = self.trainable(unet)
@@ -40,11 +39,9 @@ class FullFineTune(Attack):
         unet.train()
 
         def loss_fn(step: int) -> torch.Tensor:
-            idx = torch.randint(0, len(data), (self.batch_size,), generator=gen)
-            images, captions = batch_of(data, idx)
-            latents = encode_images(world.pipe, images)
+            latents, emb = data.batch(torch.randint(0, len(data), (self.batch_size,), generator=gen))
             noise, t = sample_noise_and_t(latents, sched.config.num_train_timesteps, gen)
-            return denoising_loss(unet, sched, latents, noise, t, encode_prompts(world.pipe, captions))
+            return denoising_loss(unet, sched, latents, noise, t, emb)
 
         def checkpoint(step: int) -> None:
             if step in self.checkpoints:

@@ -96,3 +96,34 @@ def generate(pipe, prompts: Sequence[str], seed: int, steps: int, guidance_scale
 def unet_state(unet) -> dict[str, torch.Tensor]:
     """A detached CPU copy of the UNet's weights (what checkpoints and LMC interpolation use)."""
     return {k: v.detach().cpu().clone() for k, v in unet.state_dict().items()}
+
+
+class EncodedDataset:
+    """A dataset's VAE latents and text embeddings, each item encoded once and kept in memory.
+
+    Training loops draw the same small datasets thousands of times; encoding each image and
+    caption once makes a CPU step cost one UNet pass. Captions are encoded once per distinct text.
+    """
+
+    def __init__(self, pipe, dataset):
+        self.pipe, self.dataset = pipe, dataset
+        self._latents: dict[int, torch.Tensor] = {}
+        self._texts: dict[str, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
+        """(latents (B, 4, h, w), text embeddings (B, L, D)) for dataset items `indices`."""
+        indices = [int(i) for i in indices]
+        missing = [i for i in dict.fromkeys(indices) if i not in self._latents]
+        if missing:
+            items = [self.dataset[i] for i in missing]
+            latents = encode_images(self.pipe, torch.stack([im for im, _ in items]))
+            new_texts = list(dict.fromkeys(c for _, c in items if c not in self._texts))
+            if new_texts:
+                self._texts.update(zip(new_texts, encode_prompts(self.pipe, new_texts)))
+            for i, lat, (_, cap) in zip(missing, latents, items):
+                self._latents[i] = (lat, cap)
+        latents = torch.stack([self._latents[i][0] for i in indices])
+        return latents, torch.stack([self._texts[self._latents[i][1]] for i in indices])

@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pandas as pd
 
 matplotlib.use("Agg")
@@ -49,13 +50,13 @@ def table(records: list[dict]) -> pd.DataFrame:
         return pd.DataFrame(columns=KEYS + ["status", "n_seeds"])
     df = pd.DataFrame(rows)
     metric_cols = [c for c in df.columns if c not in KEYS + ["seed", "status", "error"]]
-    complete = df[df.status == "complete"]
-    agg = complete.groupby(KEYS, dropna=False)[metric_cols].mean() if metric_cols else complete.groupby(KEYS).size().to_frame("_")[[]]
+    complete, failed = df[df.status == "complete"], df[df.status != "complete"]
+    agg = complete.groupby(KEYS)[metric_cols].mean()
     agg["n_seeds"] = complete.groupby(KEYS).size()
-    failed = df[df.status != "complete"].groupby(KEYS).agg(n_failed=("status", "size"), error=("error", "first"))
-    out = agg.join(failed, how="outer").reset_index()
-    out["status"] = ["complete" if pd.isna(f) or not f else ("failed" if pd.isna(n) or not n else "partial")
-                     for f, n in zip(out.get("n_failed", pd.Series([None] * len(out))), out["n_seeds"])]
+    fails = failed.groupby(KEYS).agg(n_failed=("status", "size"), error=("error", "first"))
+    out = agg.join(fails, how="outer").reset_index()
+    out[["n_seeds", "n_failed"]] = out[["n_seeds", "n_failed"]].fillna(0).astype(int)
+    out["status"] = np.where(out.n_failed == 0, "complete", np.where(out.n_seeds == 0, "failed", "partial"))
     front = KEYS + ["status", "n_seeds"]
     return out[front + [c for c in out.columns if c not in front]].sort_values(KEYS).reset_index(drop=True)
 
@@ -89,6 +90,9 @@ def write_leaderboard(results_dir: Path) -> pd.DataFrame:
     results_dir = Path(results_dir)
     records = load_records(results_dir)
     df = table(records)
+    if not records:  # nothing ran (e.g. every job was refused): write nothing
+        log.info("no records under %s", results_dir / "records")
+        return df
     results_dir.mkdir(parents=True, exist_ok=True)
     tmp = results_dir / ".leaderboard.csv.tmp"
     df.to_csv(tmp, index=False)
@@ -124,6 +128,8 @@ class LeaderboardCallback(Callback):
 
     def _write(self, config) -> None:
         df = write_leaderboard(Path(config.paths.results_dir))
+        if df.empty:
+            return
         cols = [c for c in df.columns if c in KEYS + ["status", "verify/watermarked/bit_acc", "verify/attacked/bit_acc",
                                                       "steps_to_removal", "fid/watermarked", "clip_score/watermarked"]]
         print("\n" + df[cols].to_markdown(index=False, floatfmt=".4g"))

@@ -18,12 +18,17 @@ log = logging.getLogger(__name__)
 
 def world_stage(cache: Cache, model, model_cfg: dict, data, device: torch.device) -> tuple[World, bool]:
     """Build (micro/tiny, cached) or locate (pretrained) the world and load it; return (world, built)."""
-    if model.built:
-        art = cache.get_or_build("world", model.version, model_cfg, model.build)
+    if model.built:  # what evaluation or weight overrides change is not part of the build
+        build_key = {k: v for k, v in model_cfg.items() if k not in ("unet_weights", "eval", "sampling")}
+        art = cache.get_or_build("world", model.version, build_key, model.build)
         folder, clip, address, built = art.path / "pipeline", str(art.path / "clip"), art.address, art.built
     else:
         folder, clip, address, built = model.path, model.clip_path, address_of("world", "pretrained", model_cfg), False
+    if model.unet_weights:
+        address = address_of("world", "unet-weights", {"base": address, "weights": model.weights_identity()})
     world = load_world(folder, model.sampling, address, device, model.precision, clip)
+    if model.unet_weights:
+        world.pipe.unet.load_state_dict(read_weights(model.unet_weights))
     world.data = data
     return world, built
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bench.data.base import batch_of
 from bench.diffusion import (denoising_loss, encode_images, encode_prompts, generate, generator,
                              sample_noise_and_t, training_scheduler)
 from bench.training import optimise
@@ -70,18 +69,15 @@ class TriggerBackdoor(WatermarkMethod):
         sched = training_scheduler(world.pipe)
         latents, emb = self._trigger_batch(world, key, self.batch_size)
         gen = generator(key.meta.get("seed", 0), "watermarkdm-embed")
-        owner = world.data.owner
+        owner = world.encoded("owner")
 
         def loss_fn(step: int) -> torch.Tensor:
             noise, t = sample_noise_and_t(latents, sched.config.num_train_timesteps, gen)
             loss = denoising_loss(unet, sched, latents, noise, t, emb)
             if self.clean_weight > 0:
-                idx = torch.randint(0, len(owner), (self.batch_size,), generator=gen)
-                images, captions = batch_of(owner, idx)
-                clean = encode_images(world.pipe, images)
+                clean, clean_emb = owner.batch(torch.randint(0, len(owner), (self.batch_size,), generator=gen))
                 noise, t = sample_noise_and_t(clean, sched.config.num_train_timesteps, gen)
-                loss = loss + self.clean_weight * denoising_loss(unet, sched, clean, noise, t,
-                                                                 encode_prompts(world.pipe, captions))
+                loss = loss + self.clean_weight * denoising_loss(unet, sched, clean, noise, t, clean_emb)
             if self.l1 > 0:
                 loss = loss + self.l1 * sum((p - p0).abs().sum() for p, p0 in zip(unet.parameters(), theta0))
             return loss

@@ -3,6 +3,9 @@
 It is the TensorFlow inception-2015-12-05 network used by StyleGAN's metrics (2048-d pool
 features, input 3x299x299 in [0, 255]). The package itself is never imported; only its file is
 located. Images are resized with clean-fid's "clean" resizer (PIL bicubic), as clean-fid does.
+The Frechet distance itself is torchmetrics' eigenvalue form: it agrees with clean-fid's
+`frechet_distance` to ~1e-7 relative but avoids scipy's `sqrtm`, which takes ~15 s per
+2048x2048 call on 2 CPU cores (measured: 2.9 s vs 15.4 s).
 """
 from __future__ import annotations
 
@@ -12,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from cleanfid.fid import frechet_distance
 from cleanfid.resize import make_resizer
+from torchmetrics.image.fid import _compute_fid
 
 from bench.errors import DatasetNotFoundError
 
@@ -54,5 +57,6 @@ def stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fid_from_stats(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> float:
-    """Frechet distance between two (mu, sigma) pairs (clean-fid's implementation)."""
-    return float(frechet_distance(a[0], a[1], b[0], b[1]))
+    """Frechet distance between two (mu, sigma) pairs."""
+    t = [torch.from_numpy(np.asarray(x, dtype=np.float64)) for x in (*a, *b)]
+    return float(_compute_fid(*t))

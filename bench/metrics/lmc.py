@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.data.base import batch_of
-from bench.diffusion import denoising_loss, encode_images, encode_prompts, generator, sample_noise_and_t, training_scheduler
+from bench.diffusion import denoising_loss, generator, sample_noise_and_t, training_scheduler
 from bench.metrics.base import Collector, EvalContext, ModelRef, metric
 from methods.base import require
 
@@ -33,10 +32,9 @@ class LMCBarrier(Collector):
         self.points, self.task_batch = points, task_batch
 
     def _task_loss_fn(self, ctx: EvalContext):
-        pipe = ctx.world.pipe
-        images, captions = batch_of(ctx.world.data.holdout, range(min(self.task_batch, len(ctx.world.data.holdout))))
-        latents, emb = encode_images(pipe, images), encode_prompts(pipe, captions)
-        sched = training_scheduler(pipe)
+        holdout = ctx.world.encoded("holdout")
+        latents, emb = holdout.batch(range(min(self.task_batch, len(holdout))))
+        sched = training_scheduler(ctx.world.pipe)
         noise, t = sample_noise_and_t(latents, sched.config.num_train_timesteps, generator(ctx.seed, "lmc-task"))
         return lambda unet: denoising_loss(unet, sched, latents, noise, t, emb)
 

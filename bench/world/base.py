@@ -12,13 +12,18 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import diffusers
 import torch
+import transformers
 from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file, save_file
 
+from bench.diffusion import EncodedDataset
 from bench.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
+diffusers.utils.logging.disable_progress_bar()   # per-component loading bars drown the stage logs
+transformers.utils.logging.disable_progress_bar()
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -42,6 +47,14 @@ class World:
     address: str
     device: torch.device
     meta: dict = field(default_factory=dict)
+    data: object = None  # bench.data.world_data.WorldData
+    _encoded: dict = field(default_factory=dict)
+
+    def encoded(self, split: str) -> EncodedDataset:
+        """The world's `owner`, `attacker` or `holdout` data, encoded once per process."""
+        if split not in self._encoded:
+            self._encoded[split] = EncodedDataset(self.pipe, getattr(self.data, split))
+        return self._encoded[split]
 
     @property
     def unet(self):

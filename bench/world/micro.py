@@ -17,7 +17,7 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcesso
 
 from bench.data.tokenizer import build_clip_tokenizer
 from bench.diffusion import generator
-from bench.world.base import Sampling
+from bench.world.spec import ModelSpec
 
 
 def sd_scheduler() -> DDIMScheduler:
@@ -62,20 +62,20 @@ def block_patterns(n: int, resolution: int, gen: torch.Generator) -> torch.Tenso
     return torch.stack(out)
 
 
-class MicroModel:
+class MicroModel(ModelSpec):
     """Builds the micro world into a folder: `pipeline/` and `clip/`."""
 
     version = "1"
     built = True
 
     def __init__(self, resolution: int = 32, seed: int = 0, unet_channels=(32, 64), vae_channels=(16, 32, 32),
-                 text_dim: int = 32, vae_steps: int = 300, vae_lr: float = 2e-3, sampling: dict | None = None,
-                 precision: str = "fp32", name: str = "micro", scale: str = "micro", eval: dict | None = None):
-        self.resolution, self.seed = resolution, seed
+                 text_dim: int = 32, vae_steps: int = 100, vae_lr: float = 2e-3, sampling: dict | None = None,
+                 precision: str = "fp32", name: str = "micro", scale: str = "micro", eval: dict | None = None,
+                 unet_weights: str | None = None):
+        super().__init__(name, scale, resolution, precision, sampling, eval, unet_weights)
+        self.seed = seed
         self.unet_channels, self.vae_channels = tuple(unet_channels), tuple(vae_channels)
         self.text_dim, self.vae_steps, self.vae_lr = text_dim, vae_steps, vae_lr
-        self.sampling = Sampling(**(sampling or {"steps": 10, "guidance_scale": 3.0, "resolution": resolution}))
-        self.precision, self.name, self.scale = precision, name, scale
 
     def build(self, out: Path) -> None:
         """Create and save the pipeline and the CLIP model."""

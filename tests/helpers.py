@@ -1,0 +1,61 @@
+"""Test helpers: the real Hydra config, composed and shrunk to the micro world's CPU budget.
+
+Tests never keep their own copies of configs: they compose `conf/` and override sizes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+import bench.config  # noqa: F401  (registers the ${scale:...} resolver)
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+# The micro world at test size: a few seconds per stage on 2 CPU cores. (Method and attack
+# budgets are already small at micro scale, and overriding them would break sweeps over
+# methods that lack those keys.)
+SHRINK = [
+    "metrics.fid.n_images=8", "metrics.clip_score.n_images=8",
+    "metrics.verification.n_queries=4", "metrics.lmc.points=5", "metrics.lmc.task_batch=8",
+    "data.n_owner=64", "data.n_attacker=64", "data.n_holdout=16",
+]
+
+
+def compose_cfg(overrides: list[str]):
+    """The real config with `overrides` (Hydra's compose API, no app run)."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+def bench_cli(args: list[str], results: Path, cache: Path | None = None, timeout: int = 900,
+              check: bool = False) -> subprocess.CompletedProcess:
+    """Run `python -m bench ARGS` with results (and optionally the cache) in the given folders."""
+    overrides = [f"paths.results_dir={results}"] + ([f"paths.cache_dir={cache}"] if cache else [])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
+    flags = [a for a in args if a.startswith("-")]  # argparse wants options after all overrides
+    argv = [a for a in args if not a.startswith("-")] + overrides + flags
+    proc = subprocess.run([sys.executable, "-m", "bench", *argv], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"bench exited {proc.returncode}\nSTDOUT:\n{proc.stdout[-4000:]}\nSTDERR:\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def records(results: Path) -> dict[str, dict]:
+    """The records under `results/records`, by run id."""
+    out = {}
+    for path in (Path(results) / "records").glob("*/record.json"):
+        rec = json.loads(path.read_text())
+        out[rec["run_id"]] = rec
+    return out
+
+
+def values(record: dict) -> dict:
+    """A record's metric values only (what must be identical across identical runs)."""
+    return {k: m["value"] for k, m in record["metrics"].items() if k != "embed_seconds"}

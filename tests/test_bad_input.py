@@ -1,0 +1,54 @@
+"""Bad input gets one clear paragraph, a non-zero exit before any work, and leaves no artifact."""
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from tests.helpers import bench_cli
+
+
+def _artifacts(results):
+    """Files a failed start must not leave: records, cache entries, leaderboards."""
+    return [p for p in results.rglob("*") if p.is_file() and "hydra" not in p.parts]
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["method=no_such_method"], "no_such_method"),
+    (["attack=no_such_attack"], "no_such_attack"),
+    (["attack.lr=-0.001"], "attack.lr must be positive"),
+    (["attack.steps=0"], "attack.steps must be at least 1"),
+    (["method.steps=0"], "method.steps must be at least 1"),
+    (["model=sd15", "model.path=/nonexistent/stable-diffusion"], "model.path folder '/nonexistent/stable-diffusion' does not exist"),
+])
+def test_bad_config_is_refused_cleanly(tmp_path, args, expected):
+    proc = bench_cli([*args, "-m"], tmp_path, tmp_path / "cache", timeout=300)
+    assert proc.returncode != 0
+    assert expected in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert _artifacts(tmp_path) == []
+
+
+def test_pickle_checkpoint_is_refused(tmp_path):
+    evil = tmp_path / "unet.ckpt"
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this would run arbitrary code",))
+
+    evil.write_bytes(pickle.dumps({"state_dict": Payload()}))
+    proc = bench_cli(["model.unet_weights=" + str(evil), "-m"], tmp_path / "results", tmp_path / "cache", timeout=300)
+    assert proc.returncode == 2
+    assert "Refusing to load" in proc.stderr and "safetensors" in proc.stderr
+    assert "this would run arbitrary code" not in proc.stdout + proc.stderr
+    assert _artifacts(tmp_path / "results") == []
+
+
+def test_corrupt_safetensors_is_refused(tmp_path):
+    bad = tmp_path / "unet.safetensors"
+    save_file({"w": torch.zeros(4)}, str(bad))
+    bad.write_bytes(bad.read_bytes()[:20])  # truncated
+    proc = bench_cli(["model.unet_weights=" + str(bad), "-m"], tmp_path / "results", tmp_path / "cache", timeout=300)
+    assert proc.returncode == 2 and "corrupt or truncated" in proc.stderr

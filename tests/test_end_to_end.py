@@ -1,0 +1,88 @@
+"""`python -m bench` on the micro world: records, verdicts, metrics, caching, re-runs, sweeps."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from tests.helpers import SHRINK, bench_cli, records, values
+
+RUN = ["method=watermarkdm", "attack=full_ft", "-m", *SHRINK]
+
+
+@pytest.fixture(scope="module")
+def first_run(shared_cache, tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    proc = bench_cli(RUN, results, shared_cache, check=True)
+    return results, proc
+
+
+def test_record_has_verdicts_and_all_metrics(first_run):
+    results, _ = first_run
+    (rec,) = records(results).values()
+    assert rec["status"] == "complete", rec.get("error")
+    m = {k: v["value"] for k, v in rec["metrics"].items()}
+    assert m["verify/watermarked/p_value"] < 1e-3 and m["verify/watermarked/detected"]
+    assert not m["verify/null_base/detected"] and not m["verify/null_attacked/detected"]
+    assert m["false_positives"] == 0
+    for key in ("fid/base", "fid/watermarked", "fid/attacked", "clip_score/watermarked",
+                "lmc/wm_to_attacked/watermark_barrier", "lmc/wm_to_attacked/task_barrier",
+                "lmc/base_to_wm/watermark_barrier", "steps_to_removal", "embed_seconds"):
+        assert key in m, key
+    assert all(rec["metrics"][k]["higher_is_better"] in (True, False, None) for k in m)
+    assert m["fid/watermarked"] > 0 and m["lmc/wm_to_attacked/task_barrier"] >= 0
+    steps = [p["step"] for p in rec["curves"]["robustness"]]
+    assert steps == [0, 10, 20, 50]
+    assert len(rec["curves"]["lmc/wm_to_attacked"]["task"]) == 5
+    # provenance
+    assert rec["provenance"]["versions"]["torch"] and rec["config"]["seed"] == 0
+    assert set(rec["timings"]) == {"world", "embed", "attack", "evaluate"}
+
+
+def test_leaderboard_row_written(first_run):
+    results, proc = first_run
+    df = pd.read_csv(results / "leaderboard.csv")
+    row = df[(df.method == "watermarkdm") & (df.attack == "full_ft")]
+    assert len(row) == 1 and row.iloc[0]["status"] == "complete"
+    assert "verify/attacked/bit_acc" in df.columns and "fid/watermarked" in df.columns
+    assert (results / "leaderboard.md").read_text().count("watermarkdm") == 1
+    assert "leaderboard:" in proc.stdout
+
+
+def test_rerun_does_no_work(first_run, shared_cache):
+    results, _ = first_run
+    (path,) = list((results / "records").glob("*/record.json"))
+    before = path.read_text()
+    entries = sorted(p.name for p in shared_cache.glob("*/*"))
+    proc = bench_cli(RUN, results, shared_cache, check=True)
+    assert "nothing to do" in proc.stdout + proc.stderr
+    assert "embed watermarkdm" not in proc.stderr and "attack full_ft" not in proc.stderr  # no training bars
+    assert path.read_text() == before
+    assert sorted(p.name for p in shared_cache.glob("*/*")) == entries
+
+
+def test_new_results_folder_reuses_every_stage(first_run, shared_cache, tmp_path):
+    """Same config, other results folder: every stage and metric is a cache hit, same numbers."""
+    results, _ = first_run
+    proc = bench_cli(RUN, tmp_path, shared_cache, check=True)
+    (old,), (new,) = records(results).values(), records(tmp_path).values()
+    assert values(old) == values(new)
+    assert not any(t.get("built") for t in new["timings"].values())
+    assert "built " not in proc.stdout + proc.stderr
+
+
+def test_sweep_embeds_each_method_once(first_run, shared_cache, tmp_path):
+    proc = bench_cli(["method=none,watermarkdm", "attack=none,full_ft", "-m", *SHRINK], tmp_path, shared_cache,
+                     check=True)
+    recs = records(tmp_path)
+    assert len(recs) == 4 and all(r["status"] == "complete" for r in recs.values())
+    embedded = [p for p in (shared_cache / "embed").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert len(embedded) == 1  # watermarkdm, embedded once for both attacks
+    df = pd.read_csv(tmp_path / "leaderboard.csv")
+    assert len(df) == 4 and set(df.method) == {"none", "watermarkdm"}
+    none_row = df[(df.method == "none") & (df.attack == "full_ft")].iloc[0]
+    assert pd.isna(none_row.get("verify/watermarked/bit_acc"))  # nothing to verify without a watermark
+    marked = [r for r in recs.values() if r["method"] == "watermarkdm" and r["attack"] == "none"][0]
+    assert marked["metrics"]["verify/attacked/detected"]["value"] is True
+    assert "Launching 4 jobs" in proc.stdout + proc.stderr
