@@ -3,7 +3,8 @@
     python -m bench.leaderboard [RESULTS_DIR]
 
 Reads every `record.json` under `<RESULTS_DIR>/records` (failed runs included), writes
-`leaderboard.csv`, `leaderboard.md` and `robustness_<attack>.png` into RESULTS_DIR. One row per
+`leaderboard.csv`, `leaderboard.md` and `robustness_<attack>.png` into RESULTS_DIR, and logs the
+leaderboard to wandb when the newest record's run used `logger=wandb`. One row per
 model x method x attack; numeric metrics are averaged over seeds (`n_seeds` says how many).
 """
 from __future__ import annotations
@@ -62,7 +63,10 @@ def table(records: list[dict]) -> pd.DataFrame:
 
 
 def plot_robustness(records: list[dict], out_dir: Path) -> list[Path]:
-    """One PNG per (model, attack): bit accuracy vs attack step, a line per method."""
+    """One PNG per (model, attack): bit accuracy vs attack budget (step, sparsity...), a line per method.
+
+    Curves from records written before budgets existed fall back to the checkpoint step.
+    """
     paths = []
     groups: dict[tuple, list[dict]] = {}
     for rec in records:
@@ -72,10 +76,11 @@ def plot_robustness(records: list[dict], out_dir: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for rec in sorted(recs, key=lambda r: (r["method"], r["seed"])):
             curve = rec["curves"]["robustness"]
-            ax.plot([p["step"] for p in curve], [p["bit_acc"] for p in curve], marker="o",
+            ax.plot([p.get("budget", p["step"]) for p in curve], [p["bit_acc"] for p in curve], marker="o",
                     label=f"{rec['method']} (seed {rec['seed']})")
         ax.axhline(0.5, color="grey", lw=0.8, ls="--", label="chance")
-        ax.set(xlabel=f"{attack} step", ylabel="bit accuracy", title=f"{model}: {attack}", ylim=(0, 1.05))
+        label = recs[0]["curves"]["robustness"][0].get("budget_label", "step")
+        ax.set(xlabel=f"{attack} {label}", ylabel="bit accuracy", title=f"{model}: {attack}", ylim=(0, 1.05))
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = out_dir / f"robustness_{model}_{attack}.png"
@@ -107,12 +112,22 @@ def write_leaderboard(results_dir: Path) -> pd.DataFrame:
     return df
 
 
+def log_to_logger(logger_cfg, results_dir: Path) -> None:
+    """Log the leaderboard to the configured logger (a config with `_target_`, e.g. logger=wandb)."""
+    if logger_cfg and "_target_" in logger_cfg:
+        from hydra.utils import instantiate
+        instantiate(logger_cfg).log_leaderboard(Path(results_dir))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results_dir", nargs="?", default="results", help="folder holding records/ (default: results)")
     args = parser.parse_args(argv)
     df = write_leaderboard(Path(args.results_dir))
     print(df.to_markdown(index=False, floatfmt=".4g"))
+    newest = load_records(Path(args.results_dir))[-1:]  # its logger settings (e.g. logger=wandb) apply
+    if newest:
+        log_to_logger(newest[0].get("config", {}).get("logger"), Path(args.results_dir))
 
 
 if __name__ == "__main__":
@@ -140,3 +155,4 @@ class LeaderboardCallback(Callback):
 
     def on_multirun_end(self, config, **kwargs) -> None:
         self._write(config)
+        log_to_logger(config.get("logger"), Path(config.paths.results_dir))

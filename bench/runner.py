@@ -57,6 +57,7 @@ def run(cfg: DictConfig) -> dict:
     model, data = build(cfg.model, "model"), build(cfg.data, "data")
     method, attack = build(cfg.method, "method"), build(cfg.attack, "attack")
     collectors = {name: build(node, "metrics") for name, node in cfg.metrics.items()}
+    logger = build(cfg.logger, "logger") if "_target_" in cfg.logger else None
     names = {"model": cfg.model.name, "method": method.name, "attack": attack.name, "seed": cfg.seed}
     rid = run_id(names, hashed)
     path = record_path(Path(cfg.paths.records_dir), rid)
@@ -66,7 +67,7 @@ def run(cfg: DictConfig) -> dict:
         return previous
 
     torch.manual_seed(cfg.seed)
-    cache, timings = Cache(cfg.paths.cache_dir), {}
+    cache, timings, models = Cache(cfg.paths.cache_dir), {}, {}
     record = {"run_id": rid, **names, "status": "running", "config": config, "provenance": provenance()}
     try:
         with timed(timings, "world") as t:
@@ -82,6 +83,7 @@ def run(cfg: DictConfig) -> dict:
                               data_key=config["data"], base=null_attacked[0], watermarked=marked,
                               attacked=attacked, null_attacked=null_attacked)
             metrics, curves = evaluate_stage(ctx, collectors)
+            models = {"base": ctx.base.address, "watermarked": marked.address, "attacked": attacked[-1].address}
         metrics["embed_seconds"] = {"value": embed_seconds(marked), "higher_is_better": False}
         record.update(status="complete", metrics=metrics, curves=curves)
     except BenchError:
@@ -92,4 +94,6 @@ def run(cfg: DictConfig) -> dict:
     record["timings"] = timings
     write_record(path, record)
     log.info("record: %s (%s)", path, record["status"])
+    if logger:
+        logger.log_record(record, models, cache.root)
     return record

@@ -53,8 +53,9 @@ def embed_stage(cache: Cache, world: World, method, method_cfg: dict, seed: int)
     return ModelRef(art.address, art.path / "unet.safetensors"), Key.load(art.path / "key"), art.address, art.built
 
 
-def attack_stage(cache: Cache, world: World, source: ModelRef, attack, attack_cfg: dict) -> tuple[list[ModelRef], bool]:
-    """Attack `source` once per (source, attack config); return its checkpoints (step 0 = source)."""
+def attack_stage(cache: Cache, world: World, source: ModelRef, attack,
+                 attack_cfg: dict) -> tuple[list[ModelRef], bool]:
+    """Attack `source` once per (source, attack config); return its checkpoints (id 0 = source)."""
     key_cfg = {"model": source.address, "attack": attack_cfg}
 
     def build(tmp: Path) -> None:
@@ -66,13 +67,17 @@ def attack_stage(cache: Cache, world: World, source: ModelRef, attack, attack_cf
                 write_weights(model.state_dict(), tmp / "ckpt" / f"step-{step:07d}.safetensors")
 
         attack.run(world, unet, save)
-        (tmp / "schedule.json").write_text(json.dumps(attack.checkpoints))
+        schedule = {"checkpoints": attack.checkpoints, "budgets": [attack.budget(c) for c in attack.checkpoints],
+                    "budget_label": attack.budget_label}
+        (tmp / "schedule.json").write_text(json.dumps(schedule))
 
     art = cache.get_or_build("attack", attack.version, key_cfg, build)
-    refs = [ModelRef(source.address, source.weights, 0)]
-    for step in json.loads((art.path / "schedule.json").read_text()):
-        if step > 0:
-            refs.append(ModelRef(f"{art.address}@{step}", art.path / "ckpt" / f"step-{step:07d}.safetensors", step))
+    schedule = json.loads((art.path / "schedule.json").read_text())
+    refs = []
+    for step, budget in zip(schedule["checkpoints"], schedule["budgets"]):
+        ckpt = art.path / "ckpt" / f"step-{step:07d}.safetensors"
+        address, weights = (f"{art.address}@{step}", ckpt) if step > 0 else (source.address, source.weights)
+        refs.append(ModelRef(address, weights, step, budget, schedule["budget_label"]))
     return refs, art.built
 
 

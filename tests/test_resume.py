@@ -12,7 +12,7 @@ import time
 from tests.helpers import ROOT, SHRINK, bench_cli, records, values
 
 # A longer attack than the other tests use, so that there is time to kill it mid-way.
-RUN = ["method=watermarkdm", "attack=full_ft", "attack.steps=200", "-m", *SHRINK]
+RUN = ["method=watermarkdm", "attack=full_ft", "attack.steps=100", "-m", *SHRINK]
 
 
 def _wait_for_attack_tmp(cache, proc, timeout=600) -> bool:
@@ -45,7 +45,7 @@ def test_sigkill_mid_attack_resumes_to_identical_record(shared_cache, tmp_path):
 
     # Killed: no record, no finished attack artifact, only an orphaned temporary folder.
     assert records(results) == {}
-    assert not [p for p in (cache / "attack").iterdir() if not p.name.startswith(".")]
+    assert not [p for p in (cache / "attack").iterdir() if p.is_dir() and not p.name.startswith(".")]
 
     bench_cli(RUN, results, cache, check=True)
     (resumed,) = records(results).values()

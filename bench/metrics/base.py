@@ -14,11 +14,17 @@ from bench.diffusion import generate
 
 @dataclass(frozen=True)
 class ModelRef:
-    """One model under evaluation: a content address and its UNet weights (None = the base UNet)."""
+    """One model under evaluation: a content address and its UNet weights (None = the base UNet).
+
+    Attack checkpoints also carry their checkpoint id (`step`) and the budget the attack spent to
+    reach it (`budget`, in units of `budget_label`: steps, sparsity, noise scale...).
+    """
 
     address: str
     weights: Path | None = None
     step: int | None = None
+    budget: float | str | None = None
+    budget_label: str = "step"
 
 
 @dataclass

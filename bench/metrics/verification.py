@@ -1,5 +1,9 @@
 """Verification: bit accuracy, p-value and verdict for the watermarked model, every attack
-checkpoint (robustness curve, steps-to-removal) and the two null models (base, base + attack)."""
+checkpoint (robustness curve, steps-to-removal, removal budget) and the two null models (base, base + attack).
+
+`steps_to_removal` is the first checkpoint id whose verdict is negative; `removal_budget` is the
+attack budget at that checkpoint (the step for training attacks, the sparsity for pruning...).
+"""
 from __future__ import annotations
 
 from bench.metrics.base import Collector, EvalContext, ModelRef, metric
@@ -26,6 +30,11 @@ class Verification(Collector):
         value, _ = ctx.cache.get_or_compute_json("verify", self.version, key, compute)
         return value
 
+    def _point(self, ctx: EvalContext, ref) -> dict:
+        """One robustness-curve point for an attack checkpoint: its id,
+        the budget the attack spent to reach it, and the verification summary."""
+        return {"step": ref.step, "budget": ref.budget, "budget_label": ref.budget_label, **self._verify(ctx, ref)}
+
     def compute(self, ctx: EvalContext) -> dict:
         if ctx.method.access == "none":
             return {"metrics": {}, "curves": {}}
@@ -36,8 +45,8 @@ class Verification(Collector):
             out[f"verify/{role}/bit_acc"] = metric(s["bit_acc"], role == "watermarked")
             out[f"verify/{role}/p_value"] = metric(s["p_value"], None)
             out[f"verify/{role}/detected"] = metric(s["detected"], role == "watermarked")
-        curve = [{"step": r.step, **self._verify(ctx, r)} for r in ctx.attacked]
-        null_curve = [{"step": r.step, **self._verify(ctx, r)} for r in ctx.null_attacked]
+        curve = [self._point(ctx, r) for r in ctx.attacked]
+        null_curve = [self._point(ctx, r) for r in ctx.null_attacked]
         final, null_final = curve[-1], null_curve[-1]
         out["verify/attacked/bit_acc"] = metric(final["bit_acc"], True)
         out["verify/attacked/p_value"] = metric(final["p_value"], None)
@@ -47,6 +56,7 @@ class Verification(Collector):
         out["verify/null_attacked/detected"] = metric(null_final["detected"], False)
         removal = first_removal(curve)
         out["steps_to_removal"] = metric(removal, True)
+        out["removal_budget"] = metric(next((p["budget"] for p in curve if p["step"] == removal), None), True)
         out["survived_attack"] = metric(removal is None, True)
         out["false_positives"] = metric(int(out["verify/null_base/detected"]["value"]) + int(null_final["detected"]), False)
         return {"metrics": out, "curves": {"robustness": curve, "robustness_null": null_curve}}

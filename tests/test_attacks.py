@@ -1,0 +1,144 @@
+"""Every attack on the micro world (real config, tiny budgets): checkpoints, budgets, refused parameters."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from attacks.lora_ft import attention_module_suffixes
+from bench.cache import Cache
+from bench.errors import ConfigError
+from bench.metrics.base import ModelRef
+from bench.runner import build
+from bench.stages import attack_stage, world_stage
+from bench.world.base import read_weights
+from tests.helpers import SHRINK, compose_cfg
+
+# attack -> (overrides giving a tiny budget, expected checkpoint budgets, budget label)
+ATTACKS = {
+    "full_ft": (["attack.steps=2", "attack.batch_size=2"], [0, 1, 2], "step"),
+    "lora_ft": (["attack.steps=2", "attack.batch_size=2", "attack.rank=2"], [0, 1, 2], "step"),
+    "partial_ft": (["attack.steps=2", "attack.batch_size=2", "attack.blocks=[up_blocks.1,mid_block]"], [0, 1, 2],
+                   "step"),
+    "dreambooth": (["attack.steps=2", "attack.n_images=2", "attack.n_class_images=2"], [0, 1, 2], "step"),
+    "distill": (["attack.steps=2", "attack.batch_size=2"], [0, 1, 2], "step"),
+    "prune": (["attack.sparsities=[0.3,0.9]"], [0.0, 0.3, 0.9], "sparsity"),
+    "quantize": ([], ["fp32", "int8", "fp16", "bf16"], "format"),
+    "noise": (["attack.scales=[0.01,0.1]"], [0.0, 0.01, 0.1], "relative noise"),
+    "merge": (["attack.partner=finetuned", "attack.ft_steps=2", "attack.ft_batch_size=2", "attack.coefficients=[0.5]"],
+              [0.0, 0.5], "merge coefficient"),
+}
+
+
+def attack_cfg(name: str, overrides: list[str]):
+    """The attack's config node from the real config, with `overrides` and a schedule of every step."""
+    steps = ["attack.schedule=[0,1,2]"] if any(o.startswith("attack.steps=") for o in overrides) else []
+    return compose_cfg([*SHRINK, f"attack={name}", *overrides, *steps]).attack
+
+
+@pytest.fixture(scope="module")
+def world(shared_cache):
+    """The micro world, built once per test session in the shared cache."""
+    cfg = compose_cfg(SHRINK)
+    model, data = build(cfg.model, "model"), build(cfg.data, "data")
+    return world_stage(Cache(shared_cache), model, OmegaConf.to_container(cfg.model, resolve=True), data,
+                       torch.device("cpu"))[0]
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_attack_writes_its_schedule(world, tmp_path, name):
+    overrides, budgets, label = ATTACKS[name]
+    node = attack_cfg(name, overrides)
+    attack = build(node, "attack")
+    refs, built = attack_stage(Cache(tmp_path), world, ModelRef(world.address), attack,
+                               OmegaConf.to_container(node, resolve=True))
+    assert built and [r.step for r in refs] == list(range(len(budgets)))
+    assert [r.budget for r in refs] == budgets and {r.budget_label for r in refs} == {label}
+    assert refs[0].weights is None  # checkpoint 0 is the input itself
+    folder = refs[1].weights.parent.parent
+    schedule = json.loads((folder / "schedule.json").read_text())
+    assert schedule == {"checkpoints": [r.step for r in refs], "budgets": budgets, "budget_label": label}
+    source = world.unet.state_dict()
+    for ref in refs[1:]:
+        assert ref.weights.parent.parent == folder and ref.weights.is_file()
+        state = read_weights(ref.weights)
+        assert {k: v.shape for k, v in state.items()} == {k: v.shape for k, v in source.items()}
+    final = read_weights(refs[-1].weights)
+    assert any(not torch.equal(final[k], source[k].cpu()) for k in source)
+
+
+def test_merge_with_base_interpolates(world, tmp_path):
+    """partner=base: coefficient c moves a perturbed input exactly c of the way back to the base."""
+    attack = build(attack_cfg("merge", ["attack.coefficients=[0.25]"]), "attack")
+    marked = {k: v + 1.0 for k, v in world.unet.state_dict().items()}
+    unet, out = world.fresh_unet(marked), {}
+    attack.run(world, unet, lambda i, model: out.update({i: {k: v.clone() for k, v in model.state_dict().items()}}))
+    k = "conv_in.weight"
+    assert torch.allclose(out[1][k], marked[k] - 0.25, atol=1e-6) and torch.equal(out[0][k], marked[k])
+
+
+def test_prune_reaches_its_sparsity(world):
+    attack = build(attack_cfg("prune", ["attack.sparsities=[0.5]"]), "attack")
+    unet, zeros = world.fresh_unet(), {}
+
+    def count(i, model):
+        weights = [m.weight for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+        zeros[i] = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+
+    attack.run(world, unet, count)
+    assert zeros[0] < 0.01 and abs(zeros[1] - 0.5) < 0.01
+
+
+def test_lora_targets_are_derived_from_diffusers():
+    assert {"to_q", "to_k", "to_v", "to_out.0", "attn2.to_k", "proj_in"} <= attention_module_suffixes()
+    assert not {"conv1", "0", "time_embedding.linear_1"} & attention_module_suffixes()
+
+
+@pytest.mark.parametrize("name,overrides,message", [
+    ("prune", ["attack.sparsities=[0.5,1.0]"], r"attack.sparsities must lie in \[0, 1\) \(got \[1.0\]"),
+    ("prune", ["attack.sparsities=[-0.1]"], r"attack.sparsities must lie in \[0, 1\)"),
+    ("prune", ["attack.sparsities=[]"], "attack.sparsities must list at least one value"),
+    ("lora_ft", ["attack.rank=0"], r"attack.rank must be at least 1 \(got 0\)"),
+    ("lora_ft", ["attack.target_modules=[to_q,to_qq]"], r"attack.target_modules .* \['to_qq'\]. Use"),
+    ("lora_ft", ["attack.steps=0"], r"attack.steps must be at least 1 \(got 0\)"),
+    ("partial_ft", ["attack.steps=0"], "attack.steps must be at least 1"),
+    ("dreambooth", ["attack.steps=0"], "attack.steps must be at least 1"),
+    ("dreambooth", ["attack.n_images=0"], "attack.n_images must be at least 1"),
+    ("distill", ["attack.steps=0"], "attack.steps must be at least 1"),
+    ("quantize", ["attack.formats=[int4]"], r"attack.formats has unknown formats \['int4'\]"),
+    ("noise", ["attack.scales=[-1]"], "attack.scales must be non-negative"),
+    ("merge", ["attack.coefficients=[1.5]"], r"attack.coefficients must lie in \[0, 1\]"),
+    ("merge", ["attack.partner=other"], "attack.partner must be one of"),
+    ("merge", ["attack.ft_steps=0"], "attack.ft_steps must be at least 1"),
+])
+def test_bad_parameters_are_refused(name, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        build(attack_cfg(name, overrides), "attack")
+
+
+def test_unknown_block_is_refused_before_training(world):
+    attack = build(attack_cfg("partial_ft", ["attack.blocks=[up_block]"]), "attack")
+    seen = []
+    with pytest.raises(ConfigError, match=r"'up_block'.*top-level blocks are \['conv_in', .*'up_blocks'"):
+        attack.run(world, world.fresh_unet(), lambda i, model: seen.append(i))
+    assert seen == []
+
+
+def test_robustness_curve_carries_budgets():
+    """Verification puts each checkpoint's budget into the curve and reports the budget at removal."""
+    from types import SimpleNamespace
+
+    from bench.metrics.verification import Verification
+    from bench.metrics.base import ModelRef
+    refs = [ModelRef("in", None, 0, 0.0, "sparsity")] + [ModelRef(f"in@{i}", None, i, s, "sparsity")
+                                                             for i, s in [(1, 0.1), (2, 0.5)]]
+    collector = Verification()
+    collector._verify = lambda ctx, ref: {"bit_acc": 1.0, "p_value": 0.0, "detected": ref.address != "in@2",
+                                          "detection_rate": 1.0}
+    ctx = SimpleNamespace(method=SimpleNamespace(access="black-box"), watermarked=refs[0], base=ModelRef("base"),
+                          attacked=refs, null_attacked=refs[:1])
+    out = collector.compute(ctx)
+    assert out["metrics"]["steps_to_removal"]["value"] == 2 and out["metrics"]["removal_budget"]["value"] == 0.5
+    assert [(p["budget"], p["budget_label"]) for p in out["curves"]["robustness"]][1] == (0.1, "sparsity")

@@ -1,0 +1,125 @@
+"""Sweeps through `hydra/launcher=slurm` on the local one-node cluster (scripts/slurm_local.sh start):
+SLURM job ids in records, one build per shared stage under concurrent jobs, requeue/preemption
+resumes to the same record, and a failed job still leaves a leaderboard."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from safetensors.torch import load_file
+
+from tests.helpers import ROOT, SHRINK, bench_cli, records, values
+
+
+def _cluster_up() -> bool:
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return out.returncode == 0 and any(s.startswith(("idle", "mix", "alloc")) for s in out.stdout.split())
+
+
+pytestmark = [pytest.mark.slurm, pytest.mark.skipif(
+    not _cluster_up(), reason="no SLURM cluster: `sinfo` cannot reach one (start it: bash scripts/slurm_local.sh start)")]
+
+# Small jobs that fit the local node (CPUs only, memory not a consumable resource there).
+SLURM = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
+         "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=120"]
+SWEEP = ["method=none,watermarkdm", "attack=none,full_ft", "-m", *SHRINK, *SLURM]
+ONE = ["method=watermarkdm", "attack=full_ft", "-m", *SHRINK, *SLURM]
+
+
+def finished(cache: Path, stage: str) -> list[Path]:
+    return [p for p in (cache / stage).iterdir() if p.is_dir() and not p.name.startswith(".")]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """The 2 x 2 sweep, four array tasks launched at once on one fresh cache."""
+    results = tmp_path_factory.mktemp("slurm_sweep")
+    proc = bench_cli(SWEEP, results, results / "cache", timeout=3600, check=True)
+    return results, proc
+
+
+def test_sweep_records_carry_slurm_job_ids(sweep):
+    results, proc = sweep
+    recs = records(results)
+    assert len(recs) == 4 and all(r["status"] == "complete" for r in recs.values())
+    ids = {r["provenance"]["slurm_job_id"] for r in recs.values()}
+    assert None not in ids and len(ids) == 4
+    df = pd.read_csv(results / "leaderboard.csv")
+    assert len(df) == 4 and set(df.status) == {"complete"} and set(df.n_seeds) == {1}
+    assert "leaderboard:" in proc.stdout
+
+
+def test_concurrent_jobs_build_each_shared_stage_once(sweep):
+    results, _ = sweep
+    cache, recs = results / "cache", records(results).values()
+    assert len(finished(cache, "world")) == 1 and len(finished(cache, "embed")) == 1
+    assert sum(bool(r["timings"]["world"]["built"]) for r in recs) == 1
+    assert sum(bool(r["timings"]["embed"]["built"]) for r in recs) == 1
+    logs = "".join(p.read_text() for p in (results / "slurm").rglob("*_log.*"))
+    assert logs.count("built world/") == 1 and logs.count("built embed/") == 1
+    assert not list(cache.glob("*/.*.tmp-*"))  # no half-written artifact left
+    for weights in cache.rglob("*.safetensors"):
+        load_file(str(weights))  # every artifact reads back
+
+
+def _job_id(results: Path, timeout: float = 600) -> str:
+    """The SLURM id of the single job of the sweep writing into `results` (a one-job array is a plain job)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = [p.name for p in (results / "slurm").glob("*/*") if p.is_dir()]
+        if found:
+            return found[0]
+        time.sleep(0.5)
+    raise AssertionError("no SLURM job appeared")
+
+
+@pytest.mark.parametrize("disturb", [["scancel", "--signal=USR2"], ["scontrol", "requeue"]],
+                         ids=["preempt-usr2", "scontrol-requeue"])
+def test_requeued_job_resumes_to_same_record(sweep, tmp_path, disturb):
+    results, _ = sweep
+    (ref,) = [r for r in records(results).values() if (r["method"], r["attack"]) == ("watermarkdm", "full_ft")]
+    cache = tmp_path / "cache"  # world and embedding only: the attack must run again
+    for stage in ("world", "embed"):
+        shutil.copytree(results / "cache" / stage, cache / stage)
+    out = tmp_path / "results"
+    argv = [a for a in ONE if a != "-m"] + [f"paths.results_dir={out}", f"paths.cache_dir={cache}", "-m"]
+    proc = subprocess.Popen([sys.executable, "-m", "bench", *argv], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    job = _job_id(out)
+    deadline = time.time() + 1800
+    while not list((cache / "attack").glob(".*.tmp-*/ckpt/step-0000010.safetensors")):
+        assert time.time() < deadline and proc.poll() is None, "the attack never started"
+        time.sleep(0.2)
+    subprocess.run([*disturb, job], check=True)
+    log, _ = proc.communicate(timeout=3600)
+    assert proc.returncode == 0, log[-3000:]
+    (rec,) = records(out).values()
+    assert rec["status"] == "complete" and rec["provenance"]["slurm_job_id"]
+    assert values(rec) == values(ref) and rec["curves"] == ref["curves"]
+    restarts = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    assert "Restarts=0" not in restarts  # it really was requeued
+
+
+def test_failed_job_leaves_leaderboard_with_failed_row(sweep, tmp_path):
+    """attack=huge (a test-only config: full_ft with an impossible batch) fails at runtime; the other job completes."""
+    results, _ = sweep
+    (tmp_path / "conf" / "attack").mkdir(parents=True)
+    (tmp_path / "conf" / "attack" / "huge.yaml").write_text("defaults:\n  - full_ft\n  - _self_\n"
+                                                           "batch_size: 1000000000000\n")
+    args = ["method=watermarkdm", "attack=none,huge", f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
+            "-m", *SHRINK, *SLURM]
+    bench_cli(args, tmp_path / "results", results / "cache", timeout=3600)
+    status = {r["attack"]: r["status"] for r in records(tmp_path / "results").values()}
+    assert status == {"none": "complete", "full_ft": "failed"}
+    df = pd.read_csv(tmp_path / "results" / "leaderboard.csv").set_index("attack")
+    assert df.loc["none", "status"] == "complete" and df.loc["full_ft", "status"] == "failed"
+    assert "memory" in df.loc["full_ft", "error"] or "allocate" in df.loc["full_ft", "error"]
