@@ -18,7 +18,7 @@ from methods.base import require
 
 class FID(Collector):
     name = "fid"
-    version = "1"
+    version = "2"  # 2: Inception input scaled to (x - 128) / 128
 
     def __init__(self, n_images: int = 1000):
         require(n_images >= 2, f"metrics.fid.n_images must be at least 2 (got {n_images}).")
