@@ -41,14 +41,6 @@ def encode_images(pipe, images: torch.Tensor) -> torch.Tensor:
     return latents * vae.config.scaling_factor
 
 
-@torch.no_grad()
-def decode_latents(pipe, latents: torch.Tensor) -> torch.Tensor:
-    """Images in [0, 1] from scaled latents."""
-    vae = pipe.vae
-    images = vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample
-    return (images.float() / 2 + 0.5).clamp(0, 1)
-
-
 def training_scheduler(pipe) -> DDPMScheduler:
     """The DDPM noise schedule matching the pipeline's sampler (same betas)."""
     return DDPMScheduler.from_config(pipe.scheduler.config)

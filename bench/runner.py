@@ -68,6 +68,7 @@ def run(cfg: DictConfig) -> dict:
 
     torch.manual_seed(cfg.seed)
     cache, timings, models = Cache(cfg.paths.cache_dir), {}, {}
+    cache.sweep_stale()  # temporary folders of killed jobs (a live job's lock protects its own)
     record = {"run_id": rid, **names, "status": "running", "config": config, "provenance": provenance()}
     try:
         with timed(timings, "world") as t:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from scipy.stats import binom
 
 from methods.base import Evidence
@@ -58,9 +57,3 @@ def first_removal(curve: list[dict]) -> int | None:
         if not point["detected"]:
             return point["step"]
     return None
-
-
-def chance_bits(n_bits: int, n_queries: int, seed: int) -> torch.Tensor:
-    """Uniform random decoded bits: what a verifier should see from an unrelated model."""
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 2, (n_queries, n_bits), generator=gen)

@@ -39,8 +39,3 @@ def batch_of(dataset: Dataset, indices: Sequence[int]) -> tuple[torch.Tensor, li
     """Stack the items at `indices` into (images (B, 3, H, W), captions)."""
     items = [dataset[int(i)] for i in indices]
     return torch.stack([im for im, _ in items]), [c for _, c in items]
-
-
-def to_model_range(images_01: torch.Tensor) -> torch.Tensor:
-    """Map images in [0, 1] to the [-1, 1] range diffusion VAEs expect."""
-    return images_01 * 2.0 - 1.0
