@@ -63,7 +63,8 @@ def table(records: list[dict]) -> pd.DataFrame:
 
 
 def plot_robustness(records: list[dict], out_dir: Path) -> list[Path]:
-    """One PNG per (model, attack): bit accuracy vs attack budget (step, sparsity...), a line per method.
+    """One PNG per (model, attack): bit accuracy (bit methods) or verification rate (sub-path and
+    hold-out-input methods) vs attack budget (step, sparsity...), a line per method.
 
     Curves from records written before budgets existed fall back to the checkpoint step.
     """
@@ -76,11 +77,13 @@ def plot_robustness(records: list[dict], out_dir: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for rec in sorted(recs, key=lambda r: (r["method"], r["seed"])):
             curve = rec["curves"]["robustness"]
-            ax.plot([p.get("budget", p["step"]) for p in curve], [p["bit_acc"] for p in curve], marker="o",
-                    label=f"{rec['method']} (seed {rec['seed']})")
+            bits = curve[0].get("bit_acc") is not None
+            ax.plot([p.get("budget", p["step"]) for p in curve],
+                    [p["bit_acc"] if bits else p["verification_rate"] for p in curve], marker="o" if bits else "s",
+                    label=f"{rec['method']} ({'bit acc' if bits else 'verif. rate'}, seed {rec['seed']})")
         ax.axhline(0.5, color="grey", lw=0.8, ls="--", label="chance")
         label = recs[0]["curves"]["robustness"][0].get("budget_label", "step")
-        ax.set(xlabel=f"{attack} {label}", ylabel="bit accuracy", title=f"{model}: {attack}", ylim=(0, 1.05))
+        ax.set(xlabel=f"{attack} {label}", ylabel="bit accuracy / verification rate", title=f"{model}: {attack}", ylim=(0, 1.05))
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = out_dir / f"robustness_{model}_{attack}.png"
@@ -146,6 +149,7 @@ class LeaderboardCallback(Callback):
         if df.empty:
             return
         cols = [c for c in df.columns if c in KEYS + ["status", "verify/watermarked/bit_acc", "verify/attacked/bit_acc",
+                                                      "verify/attacked/verification_rate",
                                                       "steps_to_removal", "fid/watermarked", "clip_score/watermarked"]]
         print("\n" + df[cols].to_markdown(index=False, floatfmt=".4g"))
         print(f"\nleaderboard: {Path(config.paths.results_dir) / 'leaderboard.csv'}")

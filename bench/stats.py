@@ -30,7 +30,9 @@ def match_threshold(n: int, target_fpr: float) -> int:
 
 
 def summarise(ev: Evidence, target_fpr: float) -> dict:
-    """bit_acc, p_value, detected (model-level verdict) and detection_rate (per-query) for bit evidence."""
+    """p_value, detected (model-level verdict) and verification_rate (per query), plus bit_acc for bits."""
+    if ev.kind == "scores":
+        return _summarise_scores(ev, target_fpr)
     if ev.kind != "bits":
         raise ValueError(f"unsupported evidence kind {ev.kind!r}")
     decoded, bits = ev.decoded.long(), ev.bits.long().view(1, -1)
@@ -46,8 +48,29 @@ def summarise(ev: Evidence, target_fpr: float) -> dict:
         "log10_p": math.log10(max(p, 1e-300)),
         "detected": bool(p <= target_fpr),
         "detection_rate": float((per_query >= k).float().mean()),
+        "verification_rate": float((per_query >= k).float().mean()),
         "n_queries": n_queries,
         "n_bits": n_bits,
+    }
+
+
+def _summarise_scores(ev: Evidence, target_fpr: float) -> dict:
+    matches = ev.matches.bool().view(-1)
+    p0 = float(ev.null_match_prob)
+    if not 0 < p0 < 1:
+        raise ValueError(f"null_match_prob must be in (0, 1), got {p0}")
+    n, k = len(matches), int(matches.sum())
+    p = float(binom.sf(k - 1, n, p0))
+    return {
+        "bit_acc": None,
+        "p_value": p,
+        "log10_p": math.log10(max(p, 1e-300)),
+        "detected": bool(p <= target_fpr),
+        "detection_rate": float(matches.float().mean()),
+        "verification_rate": float(matches.float().mean()),
+        "mean_score": float(ev.scores.float().mean()) if ev.scores is not None else None,
+        "null_match_prob": p0,
+        "n_queries": n,
     }
 
 

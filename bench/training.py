@@ -32,7 +32,7 @@ def optimise(params: Iterable[torch.nn.Parameter], loss_fn: Callable[[int], torc
             if grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, grad_clip)
             opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
         if on_step is not None:
             on_step(step)

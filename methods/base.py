@@ -42,8 +42,10 @@ class Evidence:
     """Per-query verification evidence.
 
     kind "bits": `decoded` (n_queries, n_bits) in {0, 1} and the owner's `bits` (n_bits,).
-    kind "scores": `matches` (n_queries,) booleans (a query's response matched the key) and
-    `scores` (n_queries,) the raw similarity; the null distribution comes from null models.
+    kind "scores": `matches` (n_queries,) booleans (a query's response matched the key),
+    `scores` (n_queries,) the raw similarity, and `null_match_prob`, the probability that one
+    query matches on a model that never saw the key (the method derives it from how its key is
+    drawn); the model-level test is a binomial test of the match count against it.
     """
 
     kind: Literal["bits", "scores"]
@@ -51,6 +53,7 @@ class Evidence:
     bits: torch.Tensor | None = None
     matches: torch.Tensor | None = None
     scores: torch.Tensor | None = None
+    null_match_prob: float | None = None
 
 
 class WatermarkMethod:

@@ -63,26 +63,47 @@ class TriggerBackdoor(WatermarkMethod):
         latents = encode_images(world.pipe, target[None]).expand(n, -1, -1, -1)
         return latents, encode_prompts(world.pipe, [key.meta["trigger"]]).expand(n, -1, -1)
 
+    def _draw(self, world, key: Key, gen: torch.Generator, cache: dict) -> dict:
+        """One training batch: trigger latents with noise and timesteps, plus clean owner data."""
+        if "trigger" not in cache:
+            cache["trigger"] = self._trigger_batch(world, key, self.batch_size)
+            cache["sched"] = training_scheduler(world.pipe)
+        latents, emb = cache["trigger"]
+        n_t = cache["sched"].config.num_train_timesteps
+        batch = {"trigger": (latents, *sample_noise_and_t(latents, n_t, gen), emb)}
+        if self.clean_weight > 0:
+            owner = world.encoded("owner")
+            clean, clean_emb = owner.batch(torch.randint(0, len(owner), (self.batch_size,), generator=gen))
+            batch["clean"] = (clean, *sample_noise_and_t(clean, n_t, gen), clean_emb)
+        return batch
+
+    def _loss(self, unet, sched, batch: dict, theta0: list[torch.Tensor]) -> torch.Tensor:
+        loss = denoising_loss(unet, sched, *batch["trigger"])
+        if "clean" in batch:
+            loss = loss + self.clean_weight * denoising_loss(unet, sched, *batch["clean"])
+        if self.l1 > 0:
+            loss = loss + self.l1 * sum((p - p0).abs().sum() for p, p0 in zip(unet.parameters(), theta0))
+        return loss
+
+    def _step_fn(self, unet, theta0, draw, loss):
+        """A custom optimiser step (see bench.training.optimise); None = the ordinary one."""
+        return None
+
     def embed(self, world, key: Key, log_every: int = 0):
         unet = world.fresh_unet()
         theta0 = [p.detach().clone() for p in unet.parameters()]
         sched = training_scheduler(world.pipe)
-        latents, emb = self._trigger_batch(world, key, self.batch_size)
         gen = generator(key.meta.get("seed", 0), "watermarkdm-embed")
-        owner = world.encoded("owner")
+        cache: dict = {}
 
-        def loss_fn(step: int) -> torch.Tensor:
-            noise, t = sample_noise_and_t(latents, sched.config.num_train_timesteps, gen)
-            loss = denoising_loss(unet, sched, latents, noise, t, emb)
-            if self.clean_weight > 0:
-                clean, clean_emb = owner.batch(torch.randint(0, len(owner), (self.batch_size,), generator=gen))
-                noise, t = sample_noise_and_t(clean, sched.config.num_train_timesteps, gen)
-                loss = loss + self.clean_weight * denoising_loss(unet, sched, clean, noise, t, clean_emb)
-            if self.l1 > 0:
-                loss = loss + self.l1 * sum((p - p0).abs().sum() for p, p0 in zip(unet.parameters(), theta0))
-            return loss
+        def draw() -> dict:
+            return self._draw(world, key, gen, cache)
 
-        optimise(unet.parameters(), loss_fn, self.steps, self.lr, desc="embed watermarkdm")
+        def loss(batch: dict) -> torch.Tensor:
+            return self._loss(unet, sched, batch, theta0)
+
+        optimise(unet.parameters(), lambda step: loss(draw()), self.steps, self.lr, desc=f"embed {self.name}",
+                 step_fn=self._step_fn(unet, theta0, draw, loss))
         return unet.requires_grad_(False).eval()
 
     def verify(self, world, unet, key: Key, n_queries: int, seed: int) -> Evidence:

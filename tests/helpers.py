@@ -20,7 +20,9 @@ CONF = ROOT / "conf"
 # The micro world at test size: a few seconds per stage on 2 CPU cores. (Method and attack
 # budgets are already small at micro scale, and overriding them would break sweeps over
 # methods that lack those keys.)
+MICRO = ["model=micro", "data=micro"]   # the default world is the tiny one; tests use the micro world
 SHRINK = [
+    *MICRO,
     "metrics.fid.n_images=8", "metrics.clip_score.n_images=8",
     "metrics.verification.n_queries=4", "metrics.lmc.points=5", "metrics.lmc.task_batch=8",
     "data.n_owner=64", "data.n_attacker=64", "data.n_holdout=16",

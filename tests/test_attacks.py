@@ -39,12 +39,8 @@ def attack_cfg(name: str, overrides: list[str]):
 
 
 @pytest.fixture(scope="module")
-def world(shared_cache):
-    """The micro world, built once per test session in the shared cache."""
-    cfg = compose_cfg(SHRINK)
-    model, data = build(cfg.model, "model"), build(cfg.data, "data")
-    return world_stage(Cache(shared_cache), model, OmegaConf.to_container(cfg.model, resolve=True), data,
-                       torch.device("cpu"))[0]
+def world(micro_world):
+    return micro_world
 
 
 @pytest.mark.parametrize("name", list(ATTACKS))

@@ -1,4 +1,4 @@
-"""Verification: bit accuracy, p-value and verdict for the watermarked model, every attack
+"""Verification: bit accuracy (bit methods), verification rate (every method), p-value and verdict for the watermarked model, every attack
 checkpoint (robustness curve, steps-to-removal, removal budget) and the two null models (base, base + attack).
 
 `steps_to_removal` is the first checkpoint id whose verdict is negative; `removal_budget` is the
@@ -13,7 +13,7 @@ from methods.base import require
 
 class Verification(Collector):
     name = "verification"
-    version = "1"
+    version = "2"
 
     def __init__(self, n_queries: int = 8, target_fpr: float = 1e-3):
         require(n_queries >= 1, f"metrics.verification.n_queries must be at least 1 (got {n_queries}).")
@@ -43,6 +43,7 @@ class Verification(Collector):
         for role, ref in roles.items():
             s = self._verify(ctx, ref)
             out[f"verify/{role}/bit_acc"] = metric(s["bit_acc"], role == "watermarked")
+            out[f"verify/{role}/verification_rate"] = metric(s["verification_rate"], role == "watermarked")
             out[f"verify/{role}/p_value"] = metric(s["p_value"], None)
             out[f"verify/{role}/detected"] = metric(s["detected"], role == "watermarked")
         curve = [self._point(ctx, r) for r in ctx.attacked]
@@ -52,7 +53,9 @@ class Verification(Collector):
         out["verify/attacked/p_value"] = metric(final["p_value"], None)
         out["verify/attacked/detected"] = metric(final["detected"], True)
         out["verify/attacked/detection_rate"] = metric(final["detection_rate"], True)
+        out["verify/attacked/verification_rate"] = metric(final["verification_rate"], True)
         out["verify/null_attacked/bit_acc"] = metric(null_final["bit_acc"], None)
+        out["verify/null_attacked/verification_rate"] = metric(null_final["verification_rate"], None)
         out["verify/null_attacked/detected"] = metric(null_final["detected"], False)
         removal = first_removal(curve)
         out["steps_to_removal"] = metric(removal, True)
