@@ -5,6 +5,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
+
+# The tiny world (the default model) is trained on Fashion-MNIST from the Debian package.
+# Install it where we can (root on Debian/Ubuntu); elsewhere the harness's error says what to do.
+if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "setup: installing Debian package dataset-fashion-mnist (tiny-world training data)" >&2
+  (apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 ||
+   { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; }) ||
+    echo "setup: could not install dataset-fashion-mnist; install it or set model.data_root (see README)" >&2
+fi
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ -f "$stamp" ]; then
   exit 0

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import bench_cli
+from tests.helpers import MICRO, bench_cli
 
 
 def _artifacts(results):
@@ -24,7 +24,8 @@ def _artifacts(results):
     (["model=sd15", "model.path=/nonexistent/stable-diffusion"], "model.path folder '/nonexistent/stable-diffusion' does not exist"),
 ])
 def test_bad_config_is_refused_cleanly(tmp_path, args, expected):
-    proc = bench_cli([*args, "-m"], tmp_path, tmp_path / "cache", timeout=300)
+    world = [] if any(a.startswith("model=") for a in args) else MICRO
+    proc = bench_cli([*world, *args, "-m"], tmp_path, tmp_path / "cache", timeout=300)
     assert proc.returncode != 0
     assert expected in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -39,7 +40,7 @@ def test_pickle_checkpoint_is_refused(tmp_path):
             return (print, ("this would run arbitrary code",))
 
     evil.write_bytes(pickle.dumps({"state_dict": Payload()}))
-    proc = bench_cli(["model.unet_weights=" + str(evil), "-m"], tmp_path / "results", tmp_path / "cache", timeout=300)
+    proc = bench_cli([*MICRO, "model.unet_weights=" + str(evil), "-m"], tmp_path / "results", tmp_path / "cache", timeout=300)
     assert proc.returncode == 2
     assert "Refusing to load" in proc.stderr and "safetensors" in proc.stderr
     assert "this would run arbitrary code" not in proc.stdout + proc.stderr
@@ -50,5 +51,5 @@ def test_corrupt_safetensors_is_refused(tmp_path):
     bad = tmp_path / "unet.safetensors"
     save_file({"w": torch.zeros(4)}, str(bad))
     bad.write_bytes(bad.read_bytes()[:20])  # truncated
-    proc = bench_cli(["model.unet_weights=" + str(bad), "-m"], tmp_path / "results", tmp_path / "cache", timeout=300)
+    proc = bench_cli([*MICRO, "model.unet_weights=" + str(bad), "-m"], tmp_path / "results", tmp_path / "cache", timeout=300)
     assert proc.returncode == 2 and "corrupt or truncated" in proc.stderr
