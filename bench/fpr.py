@@ -1,0 +1,130 @@
+"""False-positive rate of a method's verifier over many independent keys, on models that never
+saw any key: the base model and the base model after an attack (default `full_ft`).
+
+    python -m bench.fpr method=aiao                      # 20 keys, the tiny world, full_ft
+    python -m bench.fpr method=sleepermark n_keys=50 model=micro data=micro
+
+Any override of the main config works (model, data, attack, metrics.verification.*). Keys are
+drawn from seeds `key_seed0 .. key_seed0 + n_keys - 1`, away from the seeds runs use. For most
+methods the key exists before embedding (`make_key`); for methods whose key is a product of
+embedding (`key_from_embedding`, e.g. ActiveMark's trained decoder) each key is embedded (cached).
+Every verification is cached, so an interrupted measurement resumes. The summary is printed and
+written to `<results>/fpr/<model>-<method>-<attack>.json`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from tqdm.auto import tqdm
+
+from bench.cache import Cache
+from bench.errors import BenchError
+from bench.metrics.base import ModelRef
+from bench.runner import build
+from bench.stages import attack_stage, embed_stage, world_stage
+from bench.stats import summarise
+from bench.world.base import resolve_device
+
+log = logging.getLogger("bench.fpr")
+OWN = {"n_keys": 20, "key_seed0": 1000}
+
+
+def measure(cfg, n_keys: int, key_seed0: int) -> dict:
+    """Verify `n_keys` keys against the null models; return the per-key results and the summary."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    model, data = build(cfg.model, "model"), build(cfg.data, "data")
+    method, attack = build(cfg.method, "method"), build(cfg.attack, "attack")
+    verification = build(cfg.metrics.verification, "metrics")
+    if method.access == "none":
+        raise BenchError(f"method={method.name} has no verifier; pick a watermarking method.")
+    cache = Cache(cfg.paths.cache_dir)
+    world, _ = world_stage(cache, model, config["model"], data, resolve_device(cfg.device))
+    base = ModelRef(world.address)
+    nulls = {"base": base, f"base+{attack.name}": attack_stage(cache, world, base, attack, config["attack"])[0][-1]}
+    unets = {name: (world.unet if ref.weights is None else world.load_unet(ref.weights)) for name, ref in nulls.items()}
+    rows = []
+    for seed in tqdm(range(key_seed0, key_seed0 + n_keys), desc=f"fpr {method.name}", mininterval=1.0):
+        if getattr(method, "key_from_embedding", False):
+            _, key, key_address, _ = embed_stage(cache, world, method, config["method"], seed)
+        else:
+            key_address = {"world": world.address, "method": config["method"], "seed": seed}
+            key = None
+        for name, ref in nulls.items():
+            def compute(key=key, name=name, seed=seed) -> dict:
+                if key is None:
+                    key = method.make_key(seed, world)
+                    key.meta["seed"] = seed
+                ev = method.verify(world, unets[name], key, verification.n_queries, seed)
+                return summarise(ev, verification.target_fpr)
+
+            entry = {"model": ref.address, "key": key_address, "settings": verification.settings(), "seed": seed}
+            s, _ = cache.get_or_compute_json("fpr-verify", "1", entry, compute)
+            rows.append({"key_seed": seed, "null_model": name, **s})
+    summary = {}
+    for name in nulls:
+        mine = [r for r in rows if r["null_model"] == name]
+        summary[name] = {
+            "n_keys": len(mine),
+            "false_positives": sum(r["detected"] for r in mine),
+            "fpr": sum(r["detected"] for r in mine) / len(mine),
+            "mean_bit_acc": _mean([r["bit_acc"] for r in mine]),
+            "mean_verification_rate": _mean([r["verification_rate"] for r in mine]),
+            "min_p_value": min(r["p_value"] for r in mine),
+        }
+    return {"model": cfg.model.name, "method": method.name, "attack": attack.name,
+            "target_fpr": verification.target_fpr, "n_queries": verification.n_queries, "summary": summary,
+            "per_key": rows}
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def main(argv: list[str]) -> int:
+    from hydra import compose, initialize_config_dir
+
+    from hydra.errors import HydraException
+
+    import bench.config  # noqa: F401  (the ${scale:...} resolver)
+
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    own = dict(OWN)
+    overrides = []
+    for arg in argv:
+        name, _, value = arg.partition("=")
+        if name in own:
+            own[name] = int(value)
+        else:
+            overrides.append(arg)
+    try:
+        with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+            cfg = compose("config", overrides=overrides)
+        result = measure(cfg, own["n_keys"], own["key_seed0"])
+    except (BenchError, HydraException) as err:
+        print(f"\nerror: {err}\n", file=sys.stderr)
+        return 2
+    out = Path(cfg.paths.results_dir) / "fpr" / f"{result['model']}-{result['method']}-{result['attack']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(out)
+    print(f"\n{result['method']} on {result['model']}: {own['n_keys']} keys, target FPR {result['target_fpr']:g}, "
+          f"{result['n_queries']} queries per verification")
+    for name, s in result["summary"].items():
+        score = (f"bit acc {s['mean_bit_acc']:.3f}" if s["mean_bit_acc"] is not None
+                 else f"verification rate {s['mean_verification_rate']:.3f}")
+        print(f"  {name:>16}: {s['false_positives']}/{s['n_keys']} detected (FPR {s['fpr']:.3f}), mean {score}, "
+              f"min p {s['min_p_value']:.3g}")
+    print(f"written: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(True)
+    sys.exit(main(sys.argv[1:]))
