@@ -67,7 +67,7 @@ class World:
             parts["unet"] = unet
         if text_encoder is not None:
             parts["text_encoder"] = text_encoder
-        pipe = StableDiffusionPipeline(**parts)
+        pipe = StableDiffusionPipeline(**parts, requires_safety_checker=False)
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
@@ -101,7 +101,7 @@ def load_world(folder: Path | str, sampling: Sampling, address: str, device: tor
     """Load a StableDiffusionPipeline folder (or hub id) into a frozen World on `device`."""
     try:
         pipe = StableDiffusionPipeline.from_pretrained(str(folder), safety_checker=None, feature_extractor=None,
-                                                       requires_safety_checker=False, torch_dtype=DTYPES[precision],
+                                                       requires_safety_checker=False, dtype=DTYPES[precision],
                                                        use_safetensors=True)
     except (OSError, ValueError, EnvironmentError) as err:
         raise ConfigError(
