@@ -62,6 +62,9 @@ class WatermarkMethod:
     name: ClassVar[str] = "base"
     access: ClassVar[Literal["black-box", "white-box", "none"]] = "black-box"
     version: ClassVar[str] = "1"
+    # True when `embed` completes the key (e.g. trains a decoder into it): a key from `make_key`
+    # alone cannot verify, so false-positive measurements (bench.fpr) embed each key.
+    key_from_embedding: ClassVar[bool] = False
 
     def make_key(self, seed: int, world) -> Key:
         """Draw the owner's secret from `seed`."""
