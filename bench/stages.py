@@ -41,9 +41,9 @@ def embed_stage(cache: Cache, world: World, method, method_cfg: dict, seed: int)
 
     def build(tmp: Path) -> None:
         torch.manual_seed(seed)
+        start = time.perf_counter()  # key making counts: some methods train part of the key (SleeperMark stage 1)
         key = method.make_key(seed, world)
         key.meta["seed"] = seed
-        start = time.perf_counter()
         unet = method.embed(world, key)
         write_weights(unet.state_dict(), tmp / "unet.safetensors")
         key.save(tmp / "key")
