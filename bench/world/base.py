@@ -83,7 +83,8 @@ class World:
         """A copy of the base UNet carrying the weights in a safetensors file."""
         unet = self.fresh_unet(read_weights(weights))
         unet.requires_grad_(False).eval()
-        return unet.to(self.pipe.unet.dtype)
+        dtype = self.pipe.unet.dtype
+        return unet if dtype == torch.float32 else unet.to(dtype)  # fresh_unet is fp32
 
 
 def resolve_device(name: str) -> torch.device:
