@@ -62,6 +62,14 @@ def table(records: list[dict]) -> pd.DataFrame:
     return out[front + [c for c in out.columns if c not in front]].sort_values(KEYS).reset_index(drop=True)
 
 
+def _variant(rec: dict, recs: list[dict]) -> str:
+    """' r=1.0' etc.: the method settings that tell this record from others of the same method."""
+    mine = rec.get("config", {}).get("method", {})
+    others = [r.get("config", {}).get("method", {}) for r in recs if r is not rec and r["method"] == rec["method"]]
+    keys = sorted({k for o in others for k in set(o) | set(mine) if o.get(k) != mine.get(k)})
+    return "".join(f" {k}={mine.get(k)}" for k in keys)
+
+
 def plot_robustness(records: list[dict], out_dir: Path) -> list[Path]:
     """One PNG per (model, attack): bit accuracy (bit methods) or verification rate (sub-path and
     hold-out-input methods) vs attack budget (step, sparsity...), a line per method.
@@ -80,10 +88,13 @@ def plot_robustness(records: list[dict], out_dir: Path) -> list[Path]:
             bits = curve[0].get("bit_acc") is not None
             ax.plot([p.get("budget", p["step"]) for p in curve],
                     [p["bit_acc"] if bits else p["verification_rate"] for p in curve], marker="o" if bits else "s",
-                    label=f"{rec['method']} ({'bit acc' if bits else 'verif. rate'}, seed {rec['seed']})")
-        ax.axhline(0.5, color="grey", lw=0.8, ls="--", label="chance")
+                    label=f"{rec['method']}{_variant(rec, recs)} ({'bit acc' if bits else 'verif. rate'}, seed {rec['seed']})")
+        ax.axhline(0.5, color="grey", lw=0.8, ls="--", label="chance (bits)")
         label = recs[0]["curves"]["robustness"][0].get("budget_label", "step")
         ax.set(xlabel=f"{attack} {label}", ylabel="bit accuracy / verification rate", title=f"{model}: {attack}", ylim=(0, 1.05))
+        if label == "step":  # removal usually happens in the first few steps: spread them out
+            ax.set_xscale("symlog", linthresh=1)
+            ax.set_xlim(left=0)
         ax.legend(fontsize=7)
         fig.tight_layout()
         path = out_dir / f"robustness_{model}_{attack}.png"
