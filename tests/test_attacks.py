@@ -132,7 +132,7 @@ def test_robustness_curve_carries_budgets():
                                                              for i, s in [(1, 0.1), (2, 0.5)]]
     collector = Verification()
     collector._verify = lambda ctx, ref: {"bit_acc": 1.0, "p_value": 0.0, "detected": ref.address != "in@2",
-                                          "detection_rate": 1.0}
+                                          "detection_rate": 1.0, "verification_rate": 1.0}
     ctx = SimpleNamespace(method=SimpleNamespace(access="black-box"), watermarked=refs[0], base=ModelRef("base"),
                           attacked=refs, null_attacked=refs[:1])
     out = collector.compute(ctx)
