@@ -29,6 +29,8 @@ settled here and in docs/methods.md:
 """
 from __future__ import annotations
 
+from contextlib import ExitStack
+
 import torch
 import torch.nn.functional as F
 from scipy.optimize import brentq
@@ -148,14 +150,7 @@ class AIAO(WatermarkMethod):
         latents, emb = world.encoded("owner").batch(range(min(8, len(world.encoded("owner")))))
         sched = training_scheduler(world.pipe)
         noise, t = sample_noise_and_t(latents, sched.config.num_train_timesteps, generator("aiao-shapes"))
-        hooks = [capture_output(modules[n], store, n) for n in units]
-        for h in hooks:
-            h.__enter__()
-        try:
-            world.unet(sched.add_noise(latents, noise, t), t, encoder_hidden_states=emb)
-        finally:
-            for h in hooks:
-                h.__exit__(None, None, None)
+        self._forward_capturing(world.unet, modules, units, store, sched.add_noise(latents, noise, t), t, emb)
         return {n: v.detach().cpu() for n, v in store.items()}
 
     # ---- responses ---------------------------------------------------------------------------
@@ -184,14 +179,10 @@ class AIAO(WatermarkMethod):
 
     @staticmethod
     def _forward_capturing(unet, modules, names, store, noisy, t, emb):
-        hooks = [capture_output(modules[n], store, n) for n in names]
-        for h in hooks:
-            h.__enter__()
-        try:
+        with ExitStack() as stack:
+            for n in names:
+                stack.enter_context(capture_output(modules[n], store, n))
             return unet(noisy, t, encoder_hidden_states=emb).sample
-        finally:
-            for h in hooks:
-                h.__exit__(None, None, None)
 
     def _inputs(self, world, split: str, n: int, gen: torch.Generator, unet):
         data = world.encoded(split)
