@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -24,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from hydra.experimental.callback import Callback  # noqa: E402
 
 from bench.cache import write_json_atomic  # noqa: E402
+from bench.outcome import adopt_sweep  # noqa: E402
 
 log = logging.getLogger(__name__)
 KEYS = ["model", "method", "attack"]
@@ -171,3 +173,6 @@ class LeaderboardCallback(Callback):
     def on_multirun_end(self, config, **kwargs) -> None:
         self._write(config)
         log_to_logger(config.get("logger"), Path(config.paths.results_dir))
+        summary = adopt_sweep(config.hydra.sweep.dir)  # the jobs may have run elsewhere (SLURM)
+        if summary:
+            print("\n" + summary, file=sys.stderr)

@@ -49,6 +49,15 @@ def bench_cli(args: list[str], results: Path, cache: Path | None = None, timeout
     return proc
 
 
+def failing_attack(folder: Path) -> str:
+    """A test-only `attack=huge` (full_ft with an impossible batch, so it fails at runtime, after the
+    config is accepted) in `folder/conf`; returns the override that adds it to Hydra's search path."""
+    (folder / "conf" / "attack").mkdir(parents=True, exist_ok=True)
+    (folder / "conf" / "attack" / "huge.yaml").write_text("defaults:\n  - full_ft\n  - _self_\n"
+                                                         "batch_size: 1000000000000\n")
+    return f"hydra.searchpath=[file://{folder / 'conf'}]"
+
+
 def records(results: Path) -> dict[str, dict]:
     """The records under `results/records`, by run id."""
     out = {}

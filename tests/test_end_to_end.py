@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from tests.helpers import SHRINK, bench_cli, records, values
+from tests.helpers import SHRINK, bench_cli, failing_attack, records, values
 
 RUN = ["method=watermarkdm", "attack=full_ft", "-m", *SHRINK]
 
@@ -86,3 +86,16 @@ def test_sweep_embeds_each_method_once(first_run, shared_cache, tmp_path):
     marked = [r for r in recs.values() if r["method"] == "watermarkdm" and r["attack"] == "none"][0]
     assert marked["metrics"]["verify/attacked/detected"]["value"] is True
     assert "Launching 4 jobs" in proc.stdout + proc.stderr
+
+
+def test_sweep_with_a_failing_job_exits_1_and_keeps_the_others(first_run, shared_cache, tmp_path):
+    """One job fails at runtime: its record says failed, the other completes, the leaderboard has both,
+    and the sweep exits 1 naming the failed job."""
+    args = ["method=none", "attack=none,huge", failing_attack(tmp_path), "-m", *SHRINK]
+    proc = bench_cli(args, tmp_path / "results", shared_cache)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "1 of 2 jobs did not complete" in proc.stderr and "failed" in proc.stderr
+    status = {r["attack"]: r["status"] for r in records(tmp_path / "results").values()}
+    assert status == {"none": "complete", "full_ft": "failed"}
+    df = pd.read_csv(tmp_path / "results" / "leaderboard.csv").set_index("attack")
+    assert df.loc["none", "status"] == "complete" and df.loc["full_ft", "status"] == "failed"
