@@ -1,6 +1,9 @@
 """Sweeps through `hydra/launcher=slurm` on the local one-node cluster (scripts/slurm_local.sh start):
 SLURM job ids in records, one build per shared stage under concurrent jobs, requeue/preemption
-resumes to the same record, and a failed job still leaves a leaderboard."""
+resumes to the same record, and a failed job still leaves a leaderboard.
+
+Part of the default run (`bash scripts/test.sh`); skipped, with the reason, when the local cluster
+is not running. `.ci/run` starts it first."""
 from __future__ import annotations
 
 import os
@@ -14,19 +17,38 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
-from tests.helpers import ROOT, SHRINK, bench_cli, records, values
+from tests.helpers import ROOT, SHRINK, bench_cli, failing_attack, records, values
 
 
-def _cluster_up() -> bool:
+LOCAL = Path(os.environ.get("SLURM_LOCAL_DIR", "/tmp/slurm_local"))  # where scripts/slurm_local.sh keeps its state
+
+
+def _alive(pidfile: Path) -> bool:
+    try:
+        os.kill(int(pidfile.read_text()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _why_not() -> str | None:
+    """None if the SLURM tests can run, else why they are skipped. They submit only to the local one-node
+    cluster of scripts/slurm_local.sh (never to a real cluster that `sinfo` happens to reach), unless
+    BENCH_SLURM_TESTS=any."""
+    start = "start it with `bash scripts/slurm_local.sh start` (root, Debian)"
+    if os.environ.get("BENCH_SLURM_TESTS") != "any" and not _alive(LOCAL / "slurmctld.pid"):
+        return f"the local one-node SLURM cluster is not running: {start}"
     try:
         out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return False
-    return out.returncode == 0 and any(s.startswith(("idle", "mix", "alloc")) for s in out.stdout.split())
+    except (OSError, subprocess.SubprocessError) as err:
+        return f"`sinfo` cannot run ({err}): {start}"
+    if out.returncode != 0 or not any(s.startswith(("idle", "mix", "alloc")) for s in out.stdout.split()):
+        return f"`sinfo` reaches no usable node ({(out.stderr or out.stdout).strip()[:200]}): {start}"
+    return None
 
 
-pytestmark = [pytest.mark.slurm, pytest.mark.skipif(
-    not _cluster_up(), reason="no SLURM cluster: `sinfo` cannot reach one (start it: bash scripts/slurm_local.sh start)")]
+WHY_NOT = _why_not()
+pytestmark = [pytest.mark.slurm, pytest.mark.skipif(WHY_NOT is not None, reason=f"no SLURM: {WHY_NOT}")]
 
 # Small jobs that fit the local node (CPUs only, memory not a consumable resource there).
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
@@ -112,12 +134,9 @@ def test_requeued_job_resumes_to_same_record(sweep, tmp_path, disturb):
 def test_failed_job_leaves_leaderboard_with_failed_row(sweep, tmp_path):
     """attack=huge (a test-only config: full_ft with an impossible batch) fails at runtime; the other job completes."""
     results, _ = sweep
-    (tmp_path / "conf" / "attack").mkdir(parents=True)
-    (tmp_path / "conf" / "attack" / "huge.yaml").write_text("defaults:\n  - full_ft\n  - _self_\n"
-                                                           "batch_size: 1000000000000\n")
-    args = ["method=watermarkdm", "attack=none,huge", f"hydra.searchpath=[file://{tmp_path / 'conf'}]",
-            "-m", *SHRINK, *SLURM]
-    bench_cli(args, tmp_path / "results", results / "cache", timeout=3600)
+    args = ["method=watermarkdm", "attack=none,huge", failing_attack(tmp_path), "-m", *SHRINK, *SLURM]
+    proc = bench_cli(args, tmp_path / "results", results / "cache", timeout=3600)
+    assert proc.returncode == 1 and "1 of 2 jobs did not complete" in proc.stderr  # the jobs ran elsewhere
     status = {r["attack"]: r["status"] for r in records(tmp_path / "results").values()}
     assert status == {"none": "complete", "full_ft": "failed"}
     df = pd.read_csv(tmp_path / "results" / "leaderboard.csv").set_index("attack")
