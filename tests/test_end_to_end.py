@@ -99,3 +99,15 @@ def test_sweep_with_a_failing_job_exits_1_and_keeps_the_others(first_run, shared
     assert status == {"none": "complete", "full_ft": "failed"}
     df = pd.read_csv(tmp_path / "results" / "leaderboard.csv").set_index("attack")
     assert df.loc["none", "status"] == "complete" and df.loc["full_ft", "status"] == "failed"
+
+
+def test_local_launcher_runs_jobs_in_other_processes_and_reports_failures(first_run, shared_cache, tmp_path):
+    """`hydra/launcher=local` (submitit, one process per job): records from both jobs, and the failed one
+    reaches the launching process's exit status through the jobs' outcome files."""
+    args = ["method=none", "attack=none,huge", failing_attack(tmp_path), "hydra/launcher=local",
+            "hydra.launcher.cpus_per_task=1", "-m", *SHRINK]
+    proc = bench_cli(args, tmp_path / "results", shared_cache)
+    assert proc.returncode == 1 and "1 of 2 jobs did not complete" in proc.stderr, proc.stderr[-3000:]
+    recs = records(tmp_path / "results").values()
+    assert {r["attack"]: r["status"] for r in recs} == {"none": "complete", "full_ft": "failed"}
+    assert len(list((tmp_path / "results" / "submitit").rglob("*_log.out"))) == 2  # each job had its own process
