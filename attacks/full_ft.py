@@ -1,28 +1,37 @@
-"""Full fine-tuning: all UNet weights trained on the attacker's data with the ordinary denoising loss."""
+"""Full fine-tuning: all UNet weights (and, optionally, the text encoder) trained on the attacker's data
+with the ordinary denoising loss."""
 from __future__ import annotations
 
 import torch
 
 from attacks.base import Attack
-from bench.diffusion import denoising_loss, generator, sample_noise_and_t, training_scheduler
+from bench.diffusion import denoising_loss, generator, sample_noise_and_t, text_states, training_scheduler
 from bench.training import optimise
 from methods.base import require
 
 
 class FullFineTune(Attack):
-    """AdamW on every UNet parameter, batches drawn from `world.data.attacker` with the attack seed."""
+    """AdamW on every UNet parameter, batches drawn from `world.data.attacker` with the attack seed.
+
+    `train_text_encoder`: the text encoder is trained too (same optimiser and lr), its captions
+    encoded afresh at every step; checkpoints then carry it (`text_encoder.*` tensors), and every
+    metric evaluates the checkpoint with its own text encoder.
+    """
 
     name = "full_ft"
     version = "1"
 
     def __init__(self, steps: int = 100, lr: float = 1e-4, batch_size: int = 8, seed: int = 0,
-                 weight_decay: float = 0.0, schedule=None):
+                 weight_decay: float = 0.0, schedule=None, train_text_encoder: bool = False):
         require(steps >= 1, f"attack.steps must be at least 1 (got {steps}); use attack=none for no attack.")
         require(lr > 0, f"attack.lr must be positive (got {lr}); typical: 1e-4 (tiny world), 1e-5 (Stable Diffusion).")
         require(batch_size >= 1, f"attack.batch_size must be at least 1 (got {batch_size}).")
         require(weight_decay >= 0, f"attack.weight_decay must be non-negative (got {weight_decay}).")
+        require(isinstance(train_text_encoder, bool),
+                f"attack.train_text_encoder must be true or false (got {train_text_encoder!r}).")
         super().__init__(steps, schedule)
         self.lr, self.batch_size, self.seed, self.weight_decay = lr, batch_size, seed, weight_decay
+        self.train_text_encoder = train_text_encoder
 
     def trainable(self, unet):
         """The parameters this attack trains (all of them); subclasses narrow it."""
@@ -37,15 +46,21 @@ class FullFineTune(Attack):
         for p in params:
             p.requires_grad_(True)
         unet.train()
+        text_encoder = world.fresh_text_encoder().train() if self.train_text_encoder else None
+        if text_encoder is not None:
+            params += list(text_encoder.parameters())
 
         def loss_fn(step: int) -> torch.Tensor:
-            latents, emb = data.batch(torch.randint(0, len(data), (self.batch_size,), generator=gen))
+            indices = torch.randint(0, len(data), (self.batch_size,), generator=gen)
+            latents, emb = data.batch(indices)
+            if text_encoder is not None:
+                emb = text_states(world.pipe.tokenizer, text_encoder, data.captions(indices))
             noise, t = sample_noise_and_t(latents, sched.config.num_train_timesteps, gen)
             return denoising_loss(unet, sched, latents, noise, t, emb)
 
         def checkpoint(step: int) -> None:
             if step in self.checkpoints:
-                on_checkpoint(step, unet)
+                on_checkpoint(step, unet, **({"text_encoder": text_encoder} if text_encoder is not None else {}))
 
         checkpoint(0)
         optimise(params, loss_fn, self.steps, self.lr, desc=f"attack {self.name}", weight_decay=self.weight_decay,

@@ -25,12 +25,18 @@ def generator(*parts, device: str | torch.device = "cpu") -> torch.Generator:
     return torch.Generator(device=device).manual_seed(derive_seed(*parts))
 
 
+def text_states(tokenizer, text_encoder, prompts: Sequence[str]) -> torch.Tensor:
+    """Text-encoder hidden states (B, L, D) for `prompts`, padded to the tokenizer's max length
+    (with gradients when the encoder is being trained)."""
+    tok = tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt")
+    return text_encoder(tok.input_ids.to(text_encoder.device))[0]
+
+
 @torch.no_grad()
 def encode_prompts(pipe, prompts: Sequence[str]) -> torch.Tensor:
-    """Text-encoder hidden states (B, L, D) for `prompts`, padded to the tokenizer's max length."""
-    tok = pipe.tokenizer(list(prompts), padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         truncation=True, return_tensors="pt")
-    return pipe.text_encoder(tok.input_ids.to(pipe.text_encoder.device))[0]
+    """The pipeline's text-encoder hidden states (B, L, D) for `prompts`, without gradients."""
+    return text_states(pipe.tokenizer, pipe.text_encoder, prompts)
 
 
 @torch.no_grad()
@@ -119,3 +125,7 @@ class EncodedDataset:
                 self._latents[i] = (lat, cap)
         latents = torch.stack([self._latents[i][0] for i in indices])
         return latents, torch.stack([self._texts[self._latents[i][1]] for i in indices])
+
+    def captions(self, indices) -> list[str]:
+        """The captions of dataset items `indices` (after `batch` has seen them)."""
+        return [self._latents[int(i)][1] for i in indices]

@@ -46,7 +46,8 @@ def measure(cfg, n_keys: int, key_seed0: int) -> dict:
     world, _ = world_stage(cache, model, config["model"], data, resolve_device(cfg.device))
     base = ModelRef(world.address)
     nulls = {"base": base, f"base+{attack.name}": attack_stage(cache, world, base, attack, config["attack"])[0][-1]}
-    unets = {name: (world.unet if ref.weights is None else world.load_unet(ref.weights)) for name, ref in nulls.items()}
+    models = {name: ((world.unet, None) if ref.weights is None else world.load_model(ref.weights))
+              for name, ref in nulls.items()}
     rows = []
     for seed in tqdm(range(key_seed0, key_seed0 + n_keys), desc=f"fpr {method.name}", mininterval=1.0):
         if getattr(method, "key_from_embedding", False):
@@ -59,7 +60,9 @@ def measure(cfg, n_keys: int, key_seed0: int) -> dict:
                 if key is None:
                     key = method.make_key(seed, world)
                     key.meta["seed"] = seed
-                ev = method.verify(world, unets[name], key, verification.n_queries, seed)
+                unet, text_state = models[name]
+                with world.text_encoder_as(text_state):
+                    ev = method.verify(world, unet, key, verification.n_queries, seed)
                 return summarise(ev, verification.target_fpr)
 
             entry = {"model": ref.address, "key": key_address, "settings": verification.settings(), "seed": seed}

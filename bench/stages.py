@@ -10,7 +10,7 @@ import torch
 
 from bench.cache import Cache, address_of
 from bench.metrics.base import EvalContext, ModelRef
-from bench.world.base import World, load_world, read_weights, write_weights
+from bench.world.base import World, load_world, model_state, read_weights, split_weights, write_weights
 from methods.base import Key
 
 log = logging.getLogger(__name__)
@@ -27,8 +27,11 @@ def world_stage(cache: Cache, model, model_cfg: dict, data, device: torch.device
     if model.unet_weights:
         address = address_of("world", "unet-weights", {"base": address, "weights": model.weights_identity()})
     world = load_world(folder, model.sampling, address, device, model.precision, clip)
-    if model.unet_weights:
-        world.pipe.unet.load_state_dict(read_weights(model.unet_weights))
+    if model.unet_weights:  # a suspect model: its UNet, and its text encoder if the file carries one
+        unet_state, text_state = split_weights(read_weights(model.unet_weights))
+        world.pipe.unet.load_state_dict(unet_state)
+        if text_state is not None:
+            world.pipe.text_encoder.load_state_dict(text_state)
     world.data = data
     return world, built
 
@@ -60,11 +63,11 @@ def attack_stage(cache: Cache, world: World, source: ModelRef, attack,
 
     def build(tmp: Path) -> None:
         (tmp / "ckpt").mkdir()
-        unet = world.fresh_unet(read_weights(source.weights) if source.weights else None)
+        unet = world.fresh_unet(split_weights(read_weights(source.weights))[0] if source.weights else None)
 
-        def save(step: int, model) -> None:
+        def save(step: int, model, text_encoder=None) -> None:
             if step > 0:
-                write_weights(model.state_dict(), tmp / "ckpt" / f"step-{step:07d}.safetensors")
+                write_weights(model_state(model, text_encoder), tmp / "ckpt" / f"step-{step:07d}.safetensors")
 
         attack.run(world, unet, save)
         schedule = {"checkpoints": attack.checkpoints, "budgets": [attack.budget(c) for c in attack.checkpoints],

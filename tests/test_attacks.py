@@ -138,3 +138,35 @@ def test_robustness_curve_carries_budgets():
     out = collector.compute(ctx)
     assert out["metrics"]["steps_to_removal"]["value"] == 2 and out["metrics"]["removal_budget"]["value"] == 0.5
     assert [(p["budget"], p["budget_label"]) for p in out["curves"]["robustness"]][1] == (0.1, "sparsity")
+
+
+def test_full_ft_can_train_the_text_encoder_and_evaluation_uses_it(world, tmp_path):
+    """attack.train_text_encoder=true: checkpoints carry a changed text encoder next to the UNet, and inside
+    `world.text_encoder_as` (what every metric uses for such a checkpoint) prompts encode through it; outside,
+    the world's own encoder is back bit for bit."""
+    from bench.diffusion import encode_prompts, text_states
+    from bench.metrics.base import EvalContext
+
+    node = attack_cfg("full_ft", ["attack.steps=2", "attack.batch_size=2", "attack.train_text_encoder=true"])
+    refs, _ = attack_stage(Cache(tmp_path), world, ModelRef(world.address), build(node, "attack"),
+                           OmegaConf.to_container(node, resolve=True))
+    unet, text_state = world.load_model(refs[-1].weights)
+    base_text = world.pipe.text_encoder.state_dict()
+    assert text_state is not None and set(text_state) == set(base_text)
+    assert any(not torch.equal(text_state[k], base_text[k].cpu()) for k in base_text)
+    assert any(not torch.equal(v, world.unet.state_dict()[k]) for k, v in unet.state_dict().items())
+    prompts = ["a photo of a sneaker"]
+    before = encode_prompts(world.pipe, prompts)
+    tuned = world.fresh_text_encoder(text_state).eval()
+    ctx = EvalContext(world=world, method=None, key=None, key_address="", cache=Cache(tmp_path), seed=0, data_key={},
+                      base=refs[0], watermarked=refs[0], attacked=refs, null_attacked=refs)
+    with ctx.model(refs[-1]) as inside:
+        assert inside is ctx.weights(refs[-1])[0]
+        with torch.no_grad():
+            expected = text_states(world.pipe.tokenizer, tuned, prompts)
+        assert torch.allclose(encode_prompts(world.pipe, prompts), expected, atol=1e-6)
+        assert not torch.allclose(encode_prompts(world.pipe, prompts), before)
+    assert torch.equal(encode_prompts(world.pipe, prompts), before)
+    full_ft_only = attack_cfg("partial_ft", ["attack.steps=2", "+attack.train_text_encoder=true"])
+    with pytest.raises(ConfigError):  # the option belongs to full_ft: other attacks refuse it
+        build(full_ft_only, "attack")

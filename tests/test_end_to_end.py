@@ -111,3 +111,18 @@ def test_local_launcher_runs_jobs_in_other_processes_and_reports_failures(first_
     recs = records(tmp_path / "results").values()
     assert {r["attack"]: r["status"] for r in recs} == {"none": "complete", "full_ft": "failed"}
     assert len(list((tmp_path / "results" / "submitit").rglob("*_log.out"))) == 2  # each job had its own process
+
+
+def test_text_encoder_attack_runs_end_to_end(first_run, shared_cache, tmp_path):
+    """full_ft with the text encoder trained too: every collector evaluates the checkpoints (with their text
+    encoder) and the record is complete, with a different attacked model than the UNet-only attack."""
+    proc = bench_cli(["method=watermarkdm", "attack=full_ft", "attack.train_text_encoder=true", "-m", *SHRINK],
+                     tmp_path, shared_cache, check=True)
+    (rec,) = records(tmp_path).values()
+    assert rec["status"] == "complete" and rec["config"]["attack"]["train_text_encoder"] is True
+    assert len(rec["curves"]["lmc/wm_to_attacked"]["task"]) == rec["config"]["metrics"]["lmc"]["points"]
+    assert "fid/attacked" in rec["metrics"] and "verify/attacked/bit_acc" in rec["metrics"]
+    (plain,) = records(first_run[0]).values()  # the same run with the UNet-only attack
+    assert rec["curves"]["lmc/wm_to_attacked"]["task"][-1] != plain["curves"]["lmc/wm_to_attacked"]["task"][-1]
+    assert rec["curves"]["lmc/base_to_wm"] == plain["curves"]["lmc/base_to_wm"]  # same watermarked model
+    assert "built attack/" in proc.stdout + proc.stderr

@@ -1,6 +1,7 @@
 """What a metric collector sees (EvalContext) and returns (metrics with higher_is_better, curves)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -42,16 +43,24 @@ class EvalContext:
     watermarked: ModelRef
     attacked: list[ModelRef]          # the attack's checkpoints on the watermarked model, by step
     null_attacked: list[ModelRef]     # the same attack's checkpoints on the base model
-    _unets: dict = field(default_factory=dict)
+    _models: dict = field(default_factory=dict)
 
-    def unet(self, ref: ModelRef):
-        """The UNet for `ref` (loaded once and kept while this context lives)."""
+    def weights(self, ref: ModelRef) -> tuple:
+        """(UNet, text-encoder state or None) for `ref`; the last one loaded is kept while this context lives."""
         if ref.weights is None:
-            return self.world.unet
-        if ref.address not in self._unets:
-            self._unets.clear()  # keep at most one extra UNet in memory
-            self._unets[ref.address] = self.world.load_unet(ref.weights)
-        return self._unets[ref.address]
+            return self.world.unet, None
+        if ref.address not in self._models:
+            self._models.clear()  # keep at most one extra model in memory
+            self._models[ref.address] = self.world.load_model(ref.weights)
+        return self._models[ref.address]
+
+    @contextmanager
+    def model(self, ref: ModelRef):
+        """`ref`'s UNet, with the world's text encoder set to `ref`'s own (if an attack fine-tuned one)
+        for the duration of the block."""
+        unet, text_state = self.weights(ref)
+        with self.world.text_encoder_as(text_state):
+            yield unet
 
     def samples(self, ref: ModelRef, n: int) -> torch.Tensor:
         """`n` images (uint8, N x 3 x H x W) generated from the held-out prompts; cached per model."""
@@ -59,8 +68,9 @@ class EvalContext:
         key = {"model": ref.address, "n": n, "seed": self.seed, "sampling": vars(s), "data": self.data_key}
 
         def build(tmp: Path) -> None:
-            pipe = self.world.pipeline_with(unet=self.unet(ref))
-            images = generate(pipe, self.world.data.prompts(n), self.seed, s.steps, s.guidance_scale, s.resolution)
+            with self.model(ref) as unet:
+                pipe = self.world.pipeline_with(unet=unet)
+                images = generate(pipe, self.world.data.prompts(n), self.seed, s.steps, s.guidance_scale, s.resolution)
             save_file({"images": (images * 255).round().to(torch.uint8)}, str(tmp / "samples.safetensors"))
 
         art = self.cache.get_or_build("samples", "1", key, build)

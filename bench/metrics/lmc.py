@@ -32,19 +32,28 @@ class LMCBarrier(Collector):
         self.points, self.task_batch = points, task_batch
 
     def _task_loss_fn(self, ctx: EvalContext):
-        holdout = ctx.world.encoded("holdout")
-        latents, emb = holdout.batch(range(min(self.task_batch, len(holdout))))
+        """The denoising loss on held-out data with fixed noise and timesteps; the captions are encoded at each
+        call, by whatever text encoder the world carries then."""
+        n = min(self.task_batch, len(ctx.world.data.holdout))
+        latents, _ = ctx.world.encoded("holdout").batch(range(n))
         sched = training_scheduler(ctx.world.pipe)
         noise, t = sample_noise_and_t(latents, sched.config.num_train_timesteps, generator(ctx.seed, "lmc-task"))
-        return lambda unet: denoising_loss(unet, sched, latents, noise, t, emb)
+        return lambda unet: denoising_loss(unet, sched, latents, noise, t, ctx.world.encoded("holdout").batch(range(n))[1])
+
+    @staticmethod
+    def _states(ctx: EvalContext, ref: ModelRef) -> tuple[dict, dict | None]:
+        unet, text_state = ctx.weights(ref)
+        return {k: v.float() for k, v in unet.state_dict().items()}, text_state
 
     def _curves(self, ctx: EvalContext, a: ModelRef, b: ModelRef) -> dict:
         key = {"a": a.address, "b": b.address, "key": ctx.key_address, "settings": self.settings(), "seed": ctx.seed,
                "data": ctx.data_key}
 
         def compute() -> dict:
-            state_a = {k: v.float() for k, v in ctx.unet(a).state_dict().items()}
-            state_b = {k: v.float() for k, v in ctx.unet(b).state_dict().items()}
+            (state_a, text_a), (state_b, text_b) = self._states(ctx, a), self._states(ctx, b)
+            if text_a is not None or text_b is not None:  # a fine-tuned text encoder moves along the line too
+                base_text = {k: v.clone() for k, v in ctx.world.pipe.text_encoder.state_dict().items()}
+                text_a, text_b = text_a or base_text, text_b or base_text
             unet = ctx.world.fresh_unet().requires_grad_(False).eval()
             task = self._task_loss_fn(ctx)
             curves = {"lambda": [], "task": [], "watermark": []}
@@ -52,11 +61,14 @@ class LMCBarrier(Collector):
                 for i in range(self.points):
                     lam = i / (self.points - 1)
                     unet.load_state_dict({k: (1 - lam) * state_a[k] + lam * state_b[k] for k in state_a})
-                    curves["lambda"].append(lam)
-                    curves["task"].append(float(task(unet)))
-                    wm = ctx.method.watermark_loss(ctx.world, unet, ctx.key, ctx.seed)
-                    if wm is not None:
-                        curves["watermark"].append(float(wm))
+                    text = None if text_a is None else {k: (1 - lam) * text_a[k].float() + lam * text_b[k].float()
+                                                        for k in text_a}
+                    with ctx.world.text_encoder_as(text):
+                        curves["lambda"].append(lam)
+                        curves["task"].append(float(task(unet)))
+                        wm = ctx.method.watermark_loss(ctx.world, unet, ctx.key, ctx.seed)
+                        if wm is not None:
+                            curves["watermark"].append(float(wm))
             return curves
 
         return ctx.cache.get_or_compute_json("lmc", self.version, key, compute)[0]

@@ -24,7 +24,8 @@ class Verification(Collector):
         key = {"model": ref.address, "key": ctx.key_address, "settings": self.settings(), "seed": ctx.seed}
 
         def compute() -> dict:
-            ev = ctx.method.verify(ctx.world, ctx.unet(ref), ctx.key, self.n_queries, ctx.seed)
+            with ctx.model(ref) as unet:
+                ev = ctx.method.verify(ctx.world, unet, ctx.key, self.n_queries, ctx.seed)
             return summarise(ev, self.target_fpr)
 
         value, _ = ctx.cache.get_or_compute_json("verify", self.version, key, compute)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,22 @@ diffusers.utils.logging.disable_progress_bar()   # per-component loading bars dr
 transformers.utils.logging.disable_progress_bar()
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+TEXT_ENCODER = "text_encoder."  # key prefix of a fine-tuned text encoder's tensors in a model's weights file
+
+
+def model_state(unet, text_encoder=None) -> dict[str, torch.Tensor]:
+    """What a model's weights file holds: the UNet's state dict, plus the text encoder's under
+    `text_encoder.` when an attack fine-tuned it (models without one use the world's)."""
+    state = dict(unet.state_dict())
+    if text_encoder is not None:
+        state.update({TEXT_ENCODER + k: v for k, v in text_encoder.state_dict().items()})
+    return state
+
+
+def split_weights(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor] | None]:
+    """(UNet state, text-encoder state or None) of a model's weights (see `model_state`)."""
+    text = {k[len(TEXT_ENCODER):]: v for k, v in state.items() if k.startswith(TEXT_ENCODER)}
+    return {k: v for k, v in state.items() if not k.startswith(TEXT_ENCODER)}, text or None
 
 
 @dataclass
@@ -79,12 +96,42 @@ class World:
         unet.requires_grad_(True)
         return unet
 
-    def load_unet(self, weights: Path):
-        """A copy of the base UNet carrying the weights in a safetensors file."""
-        unet = self.fresh_unet(read_weights(weights))
+    def fresh_text_encoder(self, state: dict[str, torch.Tensor] | None = None):
+        """A trainable copy of the base text encoder (fp32), optionally with `state` loaded into it."""
+        text_encoder = copy.deepcopy(self.pipe.text_encoder).float()
+        if state is not None:
+            text_encoder.load_state_dict(state)
+        return text_encoder.requires_grad_(True)
+
+    def load_model(self, weights: Path):
+        """(UNet, text-encoder state or None) of a model's weights file: a frozen copy of the base UNet
+        carrying its UNet weights, and the fine-tuned text encoder's tensors if it has them."""
+        unet_state, text_state = split_weights(read_weights(weights))
+        unet = self.fresh_unet(unet_state)
         unet.requires_grad_(False).eval()
         dtype = self.pipe.unet.dtype
-        return unet if dtype == torch.float32 else unet.to(dtype)  # fresh_unet is fp32
+        return (unet if dtype == torch.float32 else unet.to(dtype)), text_state  # fresh_unet is fp32
+
+    def load_unet(self, weights: Path):
+        """A frozen copy of the base UNet carrying the UNet weights of a model's weights file."""
+        return self.load_model(weights)[0]
+
+    @contextmanager
+    def text_encoder_as(self, state: dict[str, torch.Tensor] | None):
+        """Within the block the world's text encoder carries `state` (a fine-tuned one; None: no change),
+        so everything that encodes text (pipelines, `encoded`, the methods' verifiers) uses it."""
+        if state is None:
+            yield
+            return
+        encoder = self.pipe.text_encoder
+        original = {k: v.clone() for k, v in encoder.state_dict().items()}
+        encoder.load_state_dict(state)  # load_state_dict copies into the existing (device, dtype) tensors
+        self._encoded.clear()
+        try:
+            yield
+        finally:
+            encoder.load_state_dict(original)
+            self._encoded.clear()
 
 
 def resolve_device(name: str) -> torch.device:
