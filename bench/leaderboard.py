@@ -3,7 +3,8 @@
     python -m bench.leaderboard [RESULTS_DIR]
 
 Reads every `record.json` under `<RESULTS_DIR>/records` (failed runs included), writes
-`leaderboard.csv`, `leaderboard.md` and `robustness_<attack>.png` into RESULTS_DIR, and logs the
+`leaderboard.csv`, `leaderboard.md`, `survival.md` (attacks x methods: survives, or the budget
+that removed the mark) and `robustness_<model>_<attack>.png` into RESULTS_DIR, and logs the
 leaderboard to wandb when the newest record's run used `logger=wandb`. One row per
 model x method x attack; numeric metrics are averaged over seeds (`n_seeds` says how many).
 """
@@ -106,6 +107,37 @@ def plot_robustness(records: list[dict], out_dir: Path) -> list[Path]:
     return paths
 
 
+def _final(rec: dict) -> float | None:
+    """The attacked model's bit accuracy (bit methods) or verification rate (the others)."""
+    m = rec["metrics"]
+    value = m.get("verify/attacked/bit_acc", {}).get("value")
+    return value if value is not None else m.get("verify/attacked/verification_rate", {}).get("value")
+
+
+def survival_matrix(records: list[dict]) -> pd.DataFrame:
+    """Attacks x methods, per model: 'survives (v)' or 'removed at <budget> (v)', v the final bit accuracy or
+    verification rate (mean over seeds); seeds that disagree show as 'survives k/n seeds'."""
+    cells: dict[tuple, list[dict]] = {}
+    for rec in records:
+        if rec["status"] == "complete" and "survived_attack" in rec.get("metrics", {}):
+            cells.setdefault((rec["model"], rec["attack"], rec["method"]), []).append(rec)
+    rows: dict[tuple, dict] = {}
+    for (model, attack, method), recs in sorted(cells.items()):
+        survived = [bool(r["metrics"]["survived_attack"]["value"]) for r in recs]
+        finals = [v for v in map(_final, recs) if v is not None]
+        value = f" ({np.mean(finals):.2f})" if finals else ""
+        if all(survived):
+            text = f"survives{value}"
+        elif not any(survived):
+            budgets = list(dict.fromkeys(str(r["metrics"]["removal_budget"]["value"]) for r in recs))
+            text = f"removed at {', '.join(budgets)}{value}"
+        else:
+            text = f"survives {sum(survived)}/{len(survived)} seeds{value}"
+        rows.setdefault((model, attack), {"model": model, "attack": attack})[method] = text
+    df = pd.DataFrame(list(rows.values()))
+    return df[[c for c in df.columns if c in ("model", "attack")] + sorted(c for c in df.columns if c not in ("model", "attack"))]
+
+
 def write_leaderboard(results_dir: Path) -> pd.DataFrame:
     """Write leaderboard.csv / .md / .json and the plots into `results_dir`; return the table."""
     results_dir = Path(results_dir)
@@ -121,6 +153,11 @@ def write_leaderboard(results_dir: Path) -> pd.DataFrame:
     tmp = results_dir / ".leaderboard.md.tmp"
     tmp.write_text(df.to_markdown(index=False, floatfmt=".4g") + "\n")
     tmp.replace(results_dir / "leaderboard.md")
+    matrix = survival_matrix(records)
+    if not matrix.empty:
+        tmp = results_dir / ".survival.md.tmp"
+        tmp.write_text(matrix.fillna("").to_markdown(index=False) + "\n")
+        tmp.replace(results_dir / "survival.md")
     directions = {n: m["higher_is_better"] for r in records for n, m in r.get("metrics", {}).items()}
     write_json_atomic(results_dir / "leaderboard_meta.json", {"higher_is_better": directions, "n_records": len(records)})
     plot_robustness(records, results_dir)

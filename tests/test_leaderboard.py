@@ -11,12 +11,14 @@ from bench.record import write_record
 from tests.helpers import ROOT
 
 
-def _record(results, method, attack, seed, status="complete", bit_acc=None, curve=None):
+def _record(results, method, attack, seed, status="complete", bit_acc=None, curve=None, removal=None):
     rid = f"micro-{method}-{attack}-s{seed}-00000000"
     rec = {"run_id": rid, "model": "micro", "method": method, "attack": attack, "seed": seed, "status": status}
     if status == "complete":
         rec["metrics"] = {"verify/attacked/bit_acc": {"value": bit_acc, "higher_is_better": True},
-                          "fid/watermarked": {"value": 10.0 + seed, "higher_is_better": False}}
+                          "fid/watermarked": {"value": 10.0 + seed, "higher_is_better": False},
+                          "survived_attack": {"value": removal is None, "higher_is_better": True},
+                          "removal_budget": {"value": removal, "higher_is_better": True}}
         rec["curves"] = {"robustness": curve or [{"step": 0, "bit_acc": 1.0}, {"step": 10, "bit_acc": bit_acc}]}
     else:
         rec["error"] = "RuntimeError: out of memory"
@@ -45,3 +47,17 @@ def test_standalone_command(tmp_path):
                          text=True, timeout=120)
     assert out.returncode == 0 and "watermarkdm" in out.stdout
     assert (tmp_path / "leaderboard.md").is_file()
+
+
+def test_survival_matrix(tmp_path):
+    """Attacks x methods: survives / removed at the budget (string budgets too) / seeds that disagree."""
+    _record(tmp_path, "watermarkdm", "full_ft", 0, bit_acc=0.5, removal=10)
+    _record(tmp_path, "watermarkdm", "quantize", 0, bit_acc=0.6, removal="int8")
+    _record(tmp_path, "aiao", "full_ft", 0, bit_acc=0.9)
+    _record(tmp_path, "aiao", "quantize", 0, bit_acc=0.9)
+    _record(tmp_path, "aiao", "quantize", 1, bit_acc=0.5, removal="fp16")
+    write_leaderboard(tmp_path)
+    text = (tmp_path / "survival.md").read_text()
+    rows = {line.split("|")[2].strip(): line for line in text.splitlines()[2:]}
+    assert "removed at 10 (0.50)" in rows["full_ft"] and "survives (0.90)" in rows["full_ft"]
+    assert "removed at int8 (0.60)" in rows["quantize"] and "survives 1/2 seeds (0.70)" in rows["quantize"]
