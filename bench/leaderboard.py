@@ -94,7 +94,7 @@ def plot_robustness(records: list[dict], out_dir: Path) -> list[Path]:
                     label=f"{rec['method']}{_variant(rec, recs)} ({'bit acc' if bits else 'verif. rate'}, seed {rec['seed']})")
         ax.axhline(0.5, color="grey", lw=0.8, ls="--", label="chance (bits)")
         label = recs[0]["curves"]["robustness"][0].get("budget_label", "step")
-        ax.set(xlabel=f"{attack} {label}", ylabel="bit accuracy / verification rate", title=f"{model}: {attack}", ylim=(0, 1.05))
+        ax.set(xlabel=label if label.startswith(attack) else f"{attack} {label}", ylabel="bit accuracy / verification rate", title=f"{model}: {attack}", ylim=(0, 1.05))
         if label == "step":  # removal usually happens in the first few steps: spread them out
             ax.set_xscale("symlog", linthresh=1)
             ax.set_xlim(left=0)
