@@ -63,6 +63,8 @@ def attack_stage(cache: Cache, world: World, source: ModelRef, attack,
 
     def build(tmp: Path) -> None:
         (tmp / "ckpt").mkdir()
+        # the source's UNet only: a source carrying its own fine-tuned text encoder (no method makes one
+        # today) would be attacked with the world's
         unet = world.fresh_unet(split_weights(read_weights(source.weights))[0] if source.weights else None)
 
         def save(step: int, model, text_encoder=None) -> None:
