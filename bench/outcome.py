@@ -40,7 +40,7 @@ def adopt_sweep(sweep_dir: str | Path) -> str | None:
     if not bad:
         return None
     lines = [f"{len(bad)} of {len(outcomes)} jobs did not complete:"]
-    lines += [f"  job {o['job']}: {o['status']} {o['run_id'] or ''}: {(o['error'] or '').splitlines()[0][:200]}"
+    lines += [f"  job {o['job']}: {o['status']} {o['run_id'] or ''}: {next(iter((o['error'] or '').splitlines()), '')[:200]}"
               for o in bad]
     return "\n".join(lines)
 

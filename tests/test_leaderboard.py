@@ -61,3 +61,18 @@ def test_survival_matrix(tmp_path):
     rows = {line.split("|")[2].strip(): line for line in text.splitlines()[2:]}
     assert "removed at 10 (0.50)" in rows["full_ft"] and "survives (0.90)" in rows["full_ft"]
     assert "removed at int8 (0.60)" in rows["quantize"] and "survives 1/2 seeds (0.70)" in rows["quantize"]
+
+
+def test_sweep_outcomes_summary_and_exit_status(tmp_path):
+    """The launching process adopts its jobs' outcome files: counts, exit status, one line per bad job
+    (also when a job left no error text)."""
+    from bench import outcome
+    outcome.write_outcome(tmp_path / "0", "complete", "run-a")
+    outcome.write_outcome(tmp_path / "1", "failed", "run-b", "")
+    outcome.write_outcome(tmp_path / "2", "refused", None, "attack.steps must be at least 1\nmore")
+    summary = outcome.adopt_sweep(tmp_path)
+    assert summary.splitlines() == ["2 of 3 jobs did not complete:", "  job 1: failed run-b: ",
+                                    "  job 2: refused : attack.steps must be at least 1"]
+    assert outcome.exit_status() == 2
+    outcome.adopt_sweep(tmp_path / "empty")
+    assert outcome.exit_status() == 0
