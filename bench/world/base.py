@@ -112,10 +112,6 @@ class World:
         dtype = self.pipe.unet.dtype
         return (unet if dtype == torch.float32 else unet.to(dtype)), text_state  # fresh_unet is fp32
 
-    def load_unet(self, weights: Path):
-        """A frozen copy of the base UNet carrying the UNet weights of a model's weights file."""
-        return self.load_model(weights)[0]
-
     @contextmanager
     def text_encoder_as(self, state: dict[str, torch.Tensor] | None):
         """Within the block the world's text encoder carries `state` (a fine-tuned one; None: no change),
