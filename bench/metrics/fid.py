@@ -19,7 +19,8 @@ from methods.base import require
 
 class FID(Collector):
     name = "fid"
-    version = "2"  # 2: Inception input scaled to (x - 128) / 128
+    version = "3"      # 2: Inception input scaled to (x - 128) / 128; 3: exact low-rank Frechet distance
+    ref_version = "2"  # the reference statistics (unchanged by 3)
 
     def __init__(self, n_images: int = 1000, n_ref: int | None = None):
         require(n_images >= 2, f"metrics.fid.n_images must be at least 2 (got {n_images}).")
@@ -32,10 +33,11 @@ class FID(Collector):
 
         def build(tmp: Path) -> None:
             images, _ = batch_of(holdout, range(n))
-            mu, sigma = inception.stats(inception.features(((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)))
+            real = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+            mu, sigma = inception.stats(inception.features(real, ctx.world.device))
             np.savez(tmp / "stats.npz", mu=mu, sigma=sigma)
 
-        art = ctx.cache.get_or_build("fid-ref", self.version, {"data": ctx.data_key, "n": n}, build)
+        art = ctx.cache.get_or_build("fid-ref", self.ref_version, {"data": ctx.data_key, "n": n}, build)
         stats = np.load(art.path / "stats.npz")
         return stats["mu"], stats["sigma"]
 
@@ -43,8 +45,8 @@ class FID(Collector):
         key = {"model": ref.address, "settings": self.settings(), "seed": ctx.seed, "data": ctx.data_key}
 
         def compute() -> dict:
-            generated = inception.stats(inception.features(ctx.samples(ref, self.n_images)))
-            return {"fid": inception.fid_from_stats(generated, self._reference(ctx))}
+            generated = inception.features(ctx.samples(ref, self.n_images), ctx.world.device)
+            return {"fid": inception.fid(generated, self._reference(ctx))}
 
         return ctx.cache.get_or_compute_json("fid", self.version, key, compute)[0]["fid"]
 

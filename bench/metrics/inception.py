@@ -5,9 +5,14 @@ features). Its input is 3x299x299 scaled as (x - 128) / 128 from [0, 255]: fed r
 values it saturates (measured, 300 vs 300 images at 32 px: Fashion-MNIST vs MNIST gives 5031
 raw, 235 scaled; ASSETS.md reports ~263 at 28 px). The package itself is never imported; only its file is
 located. Images are resized with clean-fid's "clean" resizer (PIL bicubic), as clean-fid does.
-The Frechet distance itself is torchmetrics' eigenvalue form: it agrees with clean-fid's
-`frechet_distance` to ~1e-7 relative but avoids scipy's `sqrtm`, which takes ~15 s per
-2048x2048 call on 2 CPU cores (measured: 2.9 s vs 15.4 s).
+The Frechet distance (`fid`) is computed from the generated features themselves against the
+reference statistics, through a symmetric eigenproblem of the smaller side: with n generated
+images and 2048-d features the covariance has rank < n, so tr sqrt(S_ref S_gen) is the sum of
+square roots of the eigenvalues of the n x n matrix A S_ref A^T (A = centred features
+/ sqrt(n - 1)). This is the same quantity clean-fid's `frechet_distance` computes with scipy's
+`sqrtm` (agreement ~1e-6 relative, tested), at 0.02 s instead of 14 s per call on 2 CPU cores
+(a general 2048 x 2048 eigendecomposition takes 2.9 s, and the near-zero eigenvalues of a
+rank-deficient product add their own rounding noise).
 """
 from __future__ import annotations
 
@@ -18,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from cleanfid.resize import make_resizer
-from torchmetrics.image.fid import _compute_fid
 
 from bench.errors import DatasetNotFoundError
 
@@ -41,8 +45,16 @@ def inception(device: str = "cpu") -> torch.jit.ScriptModule:
 
 
 @torch.no_grad()
-def features(images_uint8: torch.Tensor, device: str = "cpu", batch_size: int = 50) -> np.ndarray:
-    """2048-d Inception features (N, 2048) of uint8 images (N, 3, H, W)."""
+def features(images_uint8: torch.Tensor, device: str | torch.device = "cpu",
+             batch_size: int | None = None) -> np.ndarray:
+    """2048-d Inception features (N, 2048) of uint8 images (N, 3, H, W).
+
+    The default batch is 4 on CPU, where small batches are faster (the activations of a few images
+    at 299 px stay in cache): 0.072 s an image at batch 4 against 0.105 at batch 50 on 2 cores, with
+    bit-identical features. On a GPU it is 64.
+    """
+    device = str(device)
+    batch_size = batch_size or (4 if device == "cpu" else 64)
     resize = make_resizer("PIL", False, "bicubic", (299, 299))
     net = inception(device)
     feats = []
@@ -58,7 +70,22 @@ def stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return feats.mean(axis=0), np.cov(feats, rowvar=False)
 
 
-def fid_from_stats(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> float:
-    """Frechet distance between two (mu, sigma) pairs."""
-    t = [torch.from_numpy(np.asarray(x, dtype=np.float64)) for x in (*a, *b)]
-    return float(_compute_fid(*t))
+def fid(feats: np.ndarray, reference: tuple[np.ndarray, np.ndarray]) -> float:
+    """Frechet distance between features (N, D) and reference (mu, sigma), exactly as
+    ||mu - mu_ref||^2 + tr(S) + tr(S_ref) - 2 tr sqrt(S_ref S), with S the (N - 1)-normalised
+    covariance of `feats`, via a symmetric PSD eigenproblem of size min(N, D)."""
+    mu_ref, sigma_ref = (np.asarray(x, dtype=np.float64) for x in reference)
+    feats = np.asarray(feats, dtype=np.float64)
+    n, d = feats.shape
+    if n < 2:
+        raise ValueError(f"FID needs at least 2 feature vectors (got {n}).")
+    mu = feats.mean(axis=0)
+    a = (feats - mu) / np.sqrt(n - 1)                      # S = a^T a
+    if n <= d:
+        m = a @ sigma_ref @ a.T                              # eig(S_ref S) \ {0} = eig(a S_ref a^T)
+    else:
+        w, v = np.linalg.eigh(sigma_ref)
+        root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T     # S_ref^(1/2)
+        m = root @ (a.T @ a) @ root                          # eig(S_ref S) = eig(S_ref^1/2 S S_ref^1/2)
+    tr_sqrt = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
+    return float(((mu - mu_ref) ** 2).sum() + (a ** 2).sum() + np.trace(sigma_ref) - 2 * tr_sqrt)

@@ -49,9 +49,9 @@ def measure(world, out_dir: Path, n_fidelity: int = 500, n_fid: int = 1000, seed
     real, captions = batch_of(holdout, range(min(n_fid, len(holdout))))
     generated = generate(world.pipe, captions, seed + 1, s.steps, s.guidance_scale, s.resolution)
     ref = inception.stats(inception.features(to_uint8((real + 1) / 2)))
-    fid = inception.fid_from_stats(inception.stats(inception.features(to_uint8(generated))), ref)
+    fid = inception.fid(inception.features(to_uint8(generated)), ref)
     attacker, _ = batch_of(world.data.attacker, range(min(n_fid, len(world.data.attacker))))
-    fid_real_vs_attacker = inception.fid_from_stats(inception.stats(inception.features(to_uint8((attacker + 1) / 2))), ref)
+    fid_real_vs_attacker = inception.fid(inception.features(to_uint8((attacker + 1) / 2)), ref)
     grid = torch.cat([fidelity_images[labels == c][:8] for c in range(len(prompts))])
     save_image(grid, out_dir / "samples.png", nrow=8, padding=1)
     figures = {
