@@ -42,7 +42,7 @@ class RoMa(TriggerBackdoor):
     """WatermarkDM's trigger loss + path-specific smoothness (two gradients per step)."""
 
     name = "roma"
-    version = "1"
+    version = "2"  # 2: WatermarkDM's one-pass trigger + clean batch
 
     def __init__(self, r: float = 0.05, alpha: float = 0.4, direction: str = "pretrained", normalize: str = "global",
                  same_batch: bool = True, grad_clip: float = 1.0, **trigger):
