@@ -1,10 +1,14 @@
-"""Build a world ahead of time, or measure its quality.
+"""Build a world ahead of time, measure its quality, or time one run on it.
 
     python -m bench.world build   [model=tiny] [overrides...]
     python -m bench.world quality [model=tiny] [overrides...]   # -> results/world/quality.json, samples.png
+    python -m bench.world runtime [overrides...]                 # -> results/world/runtime.json
 
 Anything that needs the world builds it on first use anyway; `build` only does it up front,
 with progress bars. Overrides are the main app's (`model.unet.steps=1000`, `paths.cache_dir=...`).
+`runtime` times one `python -m bench method=watermarkdm attack=full_ft` run (other overrides
+pass through, e.g. `method=roma seed=3`) with everything but the world and the FID reference
+computed afresh (`bench/world/runtime.py`).
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["build", "quality"])
+    parser.add_argument("command", choices=["build", "quality", "runtime"])
     parser.add_argument("overrides", nargs="*", help="config overrides, default model=tiny data=tiny")
     parser.add_argument("--n-fidelity", type=int, default=500, help="images for prompt fidelity (quality)")
     parser.add_argument("--n-fid", type=int, default=1000, help="generated and real images for FID (quality)")
@@ -54,6 +58,16 @@ def main(argv: list[str] | None = None) -> int:
         from bench.world.quality import measure
         figures = measure(world, Path(cfg.paths.results_dir) / "world", args.n_fidelity, args.n_fid)
         print(json.dumps(figures, indent=1))
+    if args.command == "runtime":
+        from bench.world.runtime import TARGET_SECONDS, measure
+        run_overrides = [o for o in args.overrides if not o.startswith("paths.")]
+        target = TARGET_SECONDS if model.name == "tiny" else None  # the goal is the tiny world's
+        figures = measure(Path(cfg.paths.cache_dir), Path(cfg.paths.results_dir), run_overrides, target)
+        print(json.dumps(figures, indent=1))
+        verdict = "" if target is None else (f" ({'within' if figures['within_target'] else 'over'} the "
+                                              f"{target:.0f} s target)")
+        print(f"one run: {figures['wall_seconds']:.0f} s wall{verdict}; stages: {figures['stage_seconds']}")
+        return 0 if figures["exit_status"] == 0 else 1
     return 0
 
 
