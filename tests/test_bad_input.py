@@ -22,6 +22,7 @@ def _artifacts(results):
     (["attack.steps=0"], "attack.steps must be at least 1"),
     (["method.steps=0"], "method.steps must be at least 1"),
     (["model=sd15", "model.path=/nonexistent/stable-diffusion"], "model.path folder '/nonexistent/stable-diffusion' does not exist"),
+    (["model=micro", "data=coco_cub"], "data.roots.coco is not set"),
 ])
 def test_bad_config_is_refused_cleanly(tmp_path, args, expected):
     world = [] if any(a.startswith("model=") for a in args) else MICRO
