@@ -103,6 +103,20 @@ class Cache:
         return removed
 
 
+def link_stages(source: Path, target: Path, stages) -> list[str]:
+    """Link (not copy) every finished artifact of `stages` in cache `source` into cache `target`, so a
+    scratch cache reuses what is expensive to build (a world) and builds the rest itself. Returns
+    "stage/<address prefix>" for each link."""
+    linked = []
+    for stage in stages:
+        (Path(target) / stage).mkdir(parents=True, exist_ok=True)
+        for entry in sorted((Path(source) / stage).glob("[0-9a-f]*")):
+            if entry.is_dir():
+                (Path(target) / stage / entry.name).symlink_to(entry.resolve())
+                linked.append(f"{stage}/{entry.name[:12]}")
+    return linked
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON to `path` through a temporary file and an atomic rename."""
     path = Path(path)

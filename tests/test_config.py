@@ -8,6 +8,7 @@ import pytest
 from hydra.utils import instantiate
 
 from bench.errors import ConfigError
+from bench.runner import build
 from tests.helpers import CONF, ROOT, compose_cfg
 
 GROUPS = ["model", "data", "method", "attack", "metrics"]
@@ -24,6 +25,9 @@ def test_every_option_instantiates(group, option):
     if group == "metrics":
         built = {name: instantiate(n) for name, n in node.items()}
         assert built and all(hasattr(c, "compute") for c in built.values())
+    elif group == "data" and "roots" in node:  # reads the user's folders: without them, a clear refusal
+        with pytest.raises(ConfigError, match=r"data\.roots\.\w+ is not set"):
+            build(node, "data")
     elif group == "data":
         data = instantiate(node)
         assert len(data.owner) > 0 and len(data.attacker) > 0 and len(data.holdout) > 0

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.cache import write_json_atomic
+from bench.cache import link_stages, write_json_atomic
 
 TARGET_SECONDS = 180.0  # the tiny world's goal for one watermarkdm x full_ft run on 2 CPU cores
 SHARED_STAGES = ("world", "fid-ref")  # built once per machine; linked, not rebuilt
@@ -30,13 +30,7 @@ def measure(cache_dir: Path, results_dir: Path, overrides: list[str], target: fl
     run_args = ["method=watermarkdm", "attack=full_ft", *overrides]
     with tempfile.TemporaryDirectory(prefix="bench-runtime-") as scratch:
         scratch = Path(scratch)
-        shared = []
-        for stage in SHARED_STAGES:
-            (scratch / "cache" / stage).mkdir(parents=True)
-            for entry in (cache_dir / stage).glob("[0-9a-f]*"):
-                if entry.is_dir():
-                    (scratch / "cache" / stage / entry.name).symlink_to(entry.resolve())
-                    shared.append(f"{stage}/{entry.name[:12]}")
+        shared = link_stages(cache_dir, scratch / "cache", SHARED_STAGES)
         cmd = [sys.executable, "-m", "bench", *run_args, f"paths.results_dir={scratch}",
                f"paths.cache_dir={scratch / 'cache'}", "-m"]
         print("timing:", " ".join(cmd[1:]), file=sys.stderr, flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bench.cache import link_stages
 from bench.errors import ConfigError
 from bench.runner import build
 from tests.helpers import SHRINK, bench_cli, compose_cfg, records, values
@@ -38,11 +39,14 @@ def test_imagefolder_takes_a_root_per_split_or_one_for_all(imagefolder_root, tmp
         _data(["data=imagefolder", f"data.roots.imagefolder={imagefolder_root}", f"data.attacker.root={other}"])
 
 
-def test_micro_run_on_coco_cub(coco_root, cub_root, shared_cache, tmp_path):
+def test_micro_run_on_coco_cub(coco_root, cub_root, shared_cache, micro_world, tmp_path):
     shrink = [o for o in SHRINK if not o.startswith("data")]
     data = ["data=coco_cub", f"data.roots.coco={coco_root}", f"data.roots.cub={cub_root}", *FIXTURE_COCO]
+    cache = tmp_path / "cache"  # its own cache (other tests count the shared cache's embeddings), the world linked
+    assert link_stages(shared_cache, cache, ["world"])
     bench_cli(["method=watermarkdm", "attack=full_ft", "method.steps=20", *shrink, *data, "-m"], tmp_path,
-              shared_cache, check=True)
+              cache, check=True)
+    assert (cache / "world").is_dir() and not any(p.is_dir() and not p.is_symlink() for p in (cache / "world").iterdir())
     (rec,) = records(tmp_path).values()
     m = values(rec)
     assert rec["status"] == "complete" and rec["config"]["data"]["attacker"]["name"] == "cub"
