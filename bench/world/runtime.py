@@ -39,8 +39,7 @@ def measure(cache_dir: Path, results_dir: Path, overrides: list[str], target: fl
         wall = time.perf_counter() - start
         records = sorted((scratch / "records").glob("*/record.json"))
         record = json.loads(records[0].read_text()) if records else {}
-        built_here = sorted(p.parent.name + "/" + p.name[:12] for p in (scratch / "cache").glob("*/[0-9a-f]*")
-                            if not p.is_symlink())
+        built_here = [p for p in (scratch / "cache").glob("*/[0-9a-f]*") if p.is_dir() and not p.is_symlink()]
     figures = {
         "command": "python -m bench " + " ".join(run_args),
         "exit_status": proc.returncode,

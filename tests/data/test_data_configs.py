@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bench.cache import link_stages
-from bench.errors import ConfigError
+from bench.errors import ConfigError, DatasetNotFoundError
 from bench.runner import build
 from tests.helpers import SHRINK, bench_cli, compose_cfg, records, values
 
@@ -35,7 +35,7 @@ def test_imagefolder_takes_a_root_per_split_or_one_for_all(imagefolder_root, tmp
     assert len(data.owner) == len(data.attacker) == len(data.holdout) == 2
     other = tmp_path / "other"
     other.mkdir()
-    with pytest.raises(Exception, match="metadata.jsonl"):  # a split's own root wins over roots.imagefolder
+    with pytest.raises(DatasetNotFoundError, match=f"{other}.*metadata.jsonl"):  # a split's own root wins over roots.imagefolder
         _data(["data=imagefolder", f"data.roots.imagefolder={imagefolder_root}", f"data.attacker.root={other}"])
 
 
