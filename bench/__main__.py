@@ -5,7 +5,9 @@
 
 Configuration errors print one paragraph and exit with status 2 before any work; a run that
 fails during its stages is recorded as failed and the sweep goes on (exit status 1 at the end,
-whichever launcher ran the jobs: see bench/outcome.py).
+whichever launcher ran the jobs: see bench/outcome.py). A run whose record is complete is found
+from the config alone (`bench.identity`), before torch and the models are imported, so re-running
+a finished sweep takes seconds.
 """
 from __future__ import annotations
 
@@ -25,10 +27,19 @@ log = logging.getLogger("bench")
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from bench.runner import run  # heavy imports after Hydra has parsed the command line (fast --help)
+    from bench.identity import plan
+    from bench.record import read_record, record_path
     output_dir = HydraConfig.get().runtime.output_dir
     try:
-        record = run(cfg)
+        the_plan = plan(cfg)
+        record = read_record(record_path(cfg.paths.records_dir, the_plan["run_id"]))
+        if record and record["status"] == "complete":
+            log.info("%s is complete; nothing to do", the_plan["run_id"])
+        else:
+            from bench.launch import check_job
+            check_job(HydraConfig.get().launcher)  # GPUs asked of the launcher but none visible: refused here
+            from bench.runner import run  # heavy imports (torch, diffusers) only when there is work
+            record = run(cfg, the_plan)
     except BenchError as err:
         print(f"\nerror: {err}\n", file=sys.stderr)
         write_outcome(output_dir, "refused", error=str(err))

@@ -1,167 +1,181 @@
-"""Aggregate records into a leaderboard: CSV, markdown table and robustness plots.
+"""Aggregate records into a leaderboard: CSV, markdown tables and robustness plots.
 
     python -m bench.leaderboard [RESULTS_DIR]
 
-Reads every `record.json` under `<RESULTS_DIR>/records` (failed runs included), writes
-`leaderboard.csv`, `leaderboard.md`, `survival.md` (attacks x methods: survives, or the budget
-that removed the mark) and `robustness_<model>_<attack>.png` into RESULTS_DIR, and logs the
-leaderboard to wandb when the newest record's run used `logger=wandb`. One row per
-model x method x attack; numeric metrics are averaged over seeds (`n_seeds` says how many).
+Reads every `record.json` under `<RESULTS_DIR>/records` (failed runs included) and writes into
+RESULTS_DIR: `leaderboard.csv` (one row per configuration, every metric's statistics over seeds:
+`bench.aggregate`), `leaderboard.md` (the headline metrics as mean ± 95% half-width, with ↑/↓
+for the better direction), `survival.md` (attacks x methods: removal as a Kaplan-Meier median
+over seeds with its interval, and the attacker's utility), `robustness_<model>_<attack>.png` and
+`lmc_<model>_<attack>.png` (`bench.plots`), `report.html` (all of it on one self-contained page, with
+sample grids and each run's config: `bench.report`); and logs the leaderboard to wandb when the
+newest record's run used `logger=wandb`.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import math
 import sys
+import time
 from pathlib import Path
 
-import matplotlib
-import numpy as np
 import pandas as pd
+from hydra.experimental.callback import Callback
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from hydra.experimental.callback import Callback  # noqa: E402
-
-from bench.cache import write_json_atomic  # noqa: E402
-from bench.outcome import adopt_sweep  # noqa: E402
+from bench.aggregate import LABELS, current, identity_of, row_labels, table
+from bench.cache import write_json_atomic
+from bench.errors import BenchError, ConfigError
+from bench.identity import check_label_collisions
+from bench.outcome import adopt_sweep
+from bench.record import load_records
+from bench.survival import censored_times, describe, km_median
 
 log = logging.getLogger(__name__)
-KEYS = ["model", "method", "attack"]
+# (metric, column title) shown in leaderboard.md, in this order, when present
+HEADLINE = [("verify/watermarked/bit_acc", "marked bit acc"), ("verify/watermarked/verification_rate", "marked verif."),
+            ("verify/watermarked/detected", "marked detected"), ("verify/watermarked/p_value", "marked p"),
+            ("verify/attacked/bit_acc", "attacked bit acc"), ("verify/attacked/verification_rate", "attacked verif."),
+            ("verify/attacked/detected", "attacked detected"), ("removal", "removal (KM median, 95% CI)"),
+            ("false_positives", "false pos."), ("fid/watermarked", "FID marked"), ("fid/attacked", "FID attacked"),
+            ("clip_score/watermarked", "CLIP marked"), ("utility/attacked/owner_loss_ratio", "owner loss ratio"),
+            ("utility/attacked/attacker_gain", "attacker gain"), ("embed_seconds", "embed s")]
 
 
-def load_records(results_dir: Path) -> list[dict]:
-    """Every record under `results_dir/records`, one per run id (the newest file wins)."""
-    records = {}
-    for path in sorted((Path(results_dir) / "records").glob("*/record.json"), key=lambda p: p.stat().st_mtime):
-        rec = json.loads(path.read_text())
-        records[rec["run_id"]] = rec
-    return list(records.values())
+def _g(x: float) -> str:
+    return "∞" if isinstance(x, float) and math.isinf(x) else f"{x:.3g}"
 
 
-def table(records: list[dict]) -> pd.DataFrame:
-    """One row per model x method x attack: metric means over complete seeds, plus status columns."""
-    rows = []
-    for rec in records:
-        row = {k: rec[k] for k in KEYS} | {"seed": rec["seed"], "status": rec["status"], "error": rec.get("error")}
-        for name, m in rec.get("metrics", {}).items():
-            value = m["value"]
-            row[name] = float(value) if isinstance(value, (bool, int, float)) else None
-        rows.append(row)
-    if not rows:
-        return pd.DataFrame(columns=KEYS + ["status", "n_seeds"])
-    df = pd.DataFrame(rows)
-    metric_cols = [c for c in df.columns if c not in KEYS + ["seed", "status", "error"]]
-    complete, failed = df[df.status == "complete"], df[df.status != "complete"]
-    agg = complete.groupby(KEYS)[metric_cols].mean()
-    agg["n_seeds"] = complete.groupby(KEYS).size()
-    fails = failed.groupby(KEYS).agg(n_failed=("status", "size"), error=("error", "first"))
-    out = agg.join(fails, how="outer").reset_index()
-    out[["n_seeds", "n_failed"]] = out[["n_seeds", "n_failed"]].fillna(0).astype(int)
-    out["status"] = np.where(out.n_failed == 0, "complete", np.where(out.n_seeds == 0, "failed", "partial"))
-    front = KEYS + ["status", "n_seeds"]
-    return out[front + [c for c in out.columns if c not in front]].sort_values(KEYS).reset_index(drop=True)
+def cell(row: pd.Series, name: str) -> str:
+    """One markdown cell: mean ± half-width, k/n for verdicts, median/Fisher for p-values, KM for removal."""
+    n = int(row.get("n_seeds", 0) or 0)
+    if name == "removal":
+        med = row.get("removal/median")
+        if med is None or pd.isna(med):
+            return ""
+        k = int(row["removal/n_removed"])
+        if k == 0:
+            return f"survives {n}/{n}"
+        return f"{_g(med)} ({_g(row['removal/ci_low'])}–{_g(row['removal/ci_high'])}), {k}/{n} removed"
+    if name.endswith("p_value"):
+        med = row.get(f"{name}/median")
+        return "" if med is None or pd.isna(med) else f"{med:.2g} (Fisher {row[f'{name}/fisher']:.2g})"
+    value = row.get(name)
+    if value is None or pd.isna(value):
+        return ""
+    if f"{name}/k" in row and not pd.isna(row.get(f"{name}/k")):
+        return f"{int(row[f'{name}/k'])}/{n}"
+    lo, hi = row.get(f"{name}/ci_low"), row.get(f"{name}/ci_high")
+    if lo is None or pd.isna(lo):
+        return f"{value:.3g}"
+    return f"{value:.3g} ± {(hi - lo) / 2:.2g}"
 
 
-def _variant(rec: dict, recs: list[dict]) -> str:
-    """' r=1.0' etc.: the method settings that tell this record from others of the same method."""
-    mine = rec.get("config", {}).get("method", {})
-    others = [r.get("config", {}).get("method", {}) for r in recs if r is not rec and r["method"] == rec["method"]]
-    keys = sorted({k for o in others for k in set(o) | set(mine) if o.get(k) != mine.get(k)})
-    return "".join(f" {k}={mine.get(k)}" for k in keys)
+def arrow(directions: dict, name: str) -> str:
+    d = directions.get("steps_to_removal" if name == "removal" else name)
+    return " ↑" if d is True else " ↓" if d is False else ""
 
 
-def plot_robustness(records: list[dict], out_dir: Path) -> list[Path]:
-    """One PNG per (model, attack): bit accuracy (bit methods) or verification rate (sub-path and
-    hold-out-input methods) vs attack budget (step, sparsity...), a line per method.
-
-    Curves from records written before budgets existed fall back to the checkpoint step.
-    """
-    paths = []
-    groups: dict[tuple, list[dict]] = {}
-    for rec in records:
-        if rec["status"] == "complete" and rec.get("curves", {}).get("robustness"):
-            groups.setdefault((rec["model"], rec["attack"]), []).append(rec)
-    for (model, attack), recs in sorted(groups.items()):
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for rec in sorted(recs, key=lambda r: (r["method"], r["seed"])):
-            curve = rec["curves"]["robustness"]
-            bits = curve[0].get("bit_acc") is not None
-            ax.plot([p.get("budget", p["step"]) for p in curve],
-                    [p["bit_acc"] if bits else p["verification_rate"] for p in curve], marker="o" if bits else "s",
-                    label=f"{rec['method']}{_variant(rec, recs)} ({'bit acc' if bits else 'verif. rate'}, seed {rec['seed']})")
-        ax.axhline(0.5, color="grey", lw=0.8, ls="--", label="chance (bits)")
-        label = recs[0]["curves"]["robustness"][0].get("budget_label", "step")
-        ax.set(xlabel=label if label.startswith(attack) else f"{attack} {label}", ylabel="bit accuracy / verification rate", title=f"{model}: {attack}", ylim=(0, 1.05))
-        if label == "step":  # removal usually happens in the first few steps: spread them out
-            ax.set_xscale("symlog", linthresh=1)
-            ax.set_xlim(left=0)
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out_dir / f"robustness_{model}_{attack}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
-    return paths
-
-
-def _final(rec: dict) -> float | None:
-    """The attacked model's bit accuracy (bit methods) or verification rate (the others)."""
-    m = rec["metrics"]
-    value = m.get("verify/attacked/bit_acc", {}).get("value")
-    return value if value is not None else m.get("verify/attacked/verification_rate", {}).get("value")
+def markdown(df: pd.DataFrame, directions: dict) -> str:
+    """The headline table: one row per configuration, intervals as ± 95% half-widths."""
+    shown = [(m, t) for m, t in HEADLINE if m in df.columns or f"{m}/median" in df.columns]
+    header = LABELS + ["n"] + [t + arrow(directions, m) for m, t in shown]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, row in df.iterrows():
+        status = "" if row["status"] == "complete" else f" ({row['status']})"
+        cells = [str(row[c]) for c in LABELS] + [f"{int(row['n_seeds'])}{status}"] + [cell(row, m) for m, _ in shown]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def survival_matrix(records: list[dict]) -> pd.DataFrame:
-    """Attacks x methods, per model: 'survives (v)' or 'removed at <budget> (v)', v the final bit accuracy or
-    verification rate (mean over seeds); seeds that disagree show as 'survives k/n seeds'."""
+    """Attacks x methods, per model / data / metric settings: the removal over seeds (Kaplan-Meier median and
+    interval in the attack's budget units), the removal within the utility budget, and the attacker's utility
+    at the last checkpoint (owner-domain loss ratio, attacker gain, FID change) as means over seeds."""
+    records, _ = current([r for r in records if r["status"] == "complete" and "removal/event" in r.get("metrics", {})])
+    labels = row_labels(records)
     cells: dict[tuple, list[dict]] = {}
     for rec in records:
-        if rec["status"] == "complete" and "survived_attack" in rec.get("metrics", {}):
-            cells.setdefault((rec["model"], rec["attack"], rec["method"]), []).append(rec)
+        lab = labels[identity_of(rec)["group"]]
+        cells.setdefault((lab["model"], lab["data"], lab["metrics"], lab["attack"], lab["method"]), []).append(rec)
     rows: dict[tuple, dict] = {}
-    for (model, attack, method), recs in sorted(cells.items()):
-        survived = [bool(r["metrics"]["survived_attack"]["value"]) for r in recs]
-        finals = [v for v in map(_final, recs) if v is not None]
-        value = f" ({np.mean(finals):.2f})" if finals else ""
-        if all(survived):
-            text = f"survives{value}"
-        elif not any(survived):
-            budgets = list(dict.fromkeys(str(r["metrics"]["removal_budget"]["value"]) for r in recs))
-            text = f"removed at {', '.join(budgets)}{value}"
+    for (model, data, metrics, attack, method), recs in sorted(cells.items()):
+        unit = recs[0]["curves"]["robustness"][0].get("budget_label", "step")
+        m = [r["metrics"] for r in recs]
+        times = censored_times([{k: x[f"removal/{k}"]["value"] for k in ("lower", "upper", "event")} for x in m])
+        if times is None:  # budgets that are not numbers (quantisation formats): list them
+            removed = [x["removal_budget"]["value"] for x in m if x["removal/event"]["value"]]
+            text = (f"removed in {len(removed)}/{len(m)} seeds (at {', '.join(map(str, dict.fromkeys(removed)))})"
+                    if removed else f"survives in {len(m)}/{len(m)} seeds")
         else:
-            text = f"survives {sum(survived)}/{len(survived)} seeds{value}"
-        rows.setdefault((model, attack), {"model": model, "attack": attack})[method] = text
+            text = describe(km_median(*times), unit)
+        if "survived_within_budget" in m[0]:
+            useful = sum(not x["survived_within_budget"]["value"] for x in m)
+            removed = sum(x["removal/event"]["value"] for x in m)
+            if removed and not useful:
+                text += "; every removal breaks the model (outside the utility budget)"
+            elif removed:
+                text += f"; {useful}/{len(m)} within the utility budget"
+        util = []
+        for key, fmt in (("utility/attacked/owner_loss_ratio", "owner loss ×{:.2f}"),
+                         ("utility/attacked/attacker_gain", "gain {:.2f}"), ("utility/attacked/fid_increase", "FID {:+.1f}")):
+            vals = [x[key]["value"] for x in m if key in x and x[key]["value"] is not None]
+            if vals:
+                util.append(fmt.format(sum(vals) / len(vals)))
+        if util:
+            text += f" [{', '.join(util)}]"
+        rows.setdefault((model, data, metrics, attack), {"model": model, "data": data, "metrics": metrics,
+                                                         "attack": attack})[method] = text
     df = pd.DataFrame(list(rows.values()))
-    return df[[c for c in df.columns if c in ("model", "attack")] + sorted(c for c in df.columns if c not in ("model", "attack"))]
-
-
-def write_leaderboard(results_dir: Path) -> pd.DataFrame:
-    """Write leaderboard.csv / .md / .json and the plots into `results_dir`; return the table."""
-    results_dir = Path(results_dir)
-    records = load_records(results_dir)
-    df = table(records)
-    if not records:  # nothing ran (e.g. every job was refused): write nothing
-        log.info("no records under %s", results_dir / "records")
+    if df.empty:
         return df
+    fixed = ["model", "data", "metrics", "attack"]
+    keep = [c for c in fixed if c == "attack" or df[c].nunique() > 1]
+    return df[keep + sorted(c for c in df.columns if c not in fixed)]
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_leaderboard(results_dir: Path, require_records: bool = False) -> pd.DataFrame:
+    """Write leaderboard.csv / .md, survival.md, leaderboard_meta.json, the plots and report.html; return the table.
+
+    `require_records`: refuse (BenchError) a folder with no records instead of writing nothing."""
+    from bench.plots import plot_lmc, plot_robustness
+    from bench.report import write_report
+
+    results_dir = Path(results_dir)
+    start = time.perf_counter()
+    records = load_records(results_dir)
+    if not records:  # nothing ran (e.g. every job was refused): write nothing
+        if require_records:
+            raise BenchError(f"No records under {results_dir / 'records'}: there is nothing to aggregate. Point the "
+                             "command at a results folder that holds records/<run id>/record.json (the default is "
+                             "results/), or run a sweep first: python -m bench method=watermarkdm attack=full_ft -m")
+        log.info("no records under %s", results_dir / "records")
+        return table(records)
+    check_label_collisions(records)
+    df = table(records)
     results_dir.mkdir(parents=True, exist_ok=True)
     tmp = results_dir / ".leaderboard.csv.tmp"
     df.to_csv(tmp, index=False)
     tmp.replace(results_dir / "leaderboard.csv")
-    tmp = results_dir / ".leaderboard.md.tmp"
-    tmp.write_text(df.to_markdown(index=False, floatfmt=".4g") + "\n")
-    tmp.replace(results_dir / "leaderboard.md")
+    directions = {n: m["higher_is_better"] for r in records for n, m in r.get("metrics", {}).items()}
+    _write_text(results_dir / "leaderboard.md", markdown(df, directions))
     matrix = survival_matrix(records)
     if not matrix.empty:
-        tmp = results_dir / ".survival.md.tmp"
-        tmp.write_text(matrix.fillna("").to_markdown(index=False) + "\n")
-        tmp.replace(results_dir / "survival.md")
-    directions = {n: m["higher_is_better"] for r in records for n, m in r.get("metrics", {}).items()}
-    write_json_atomic(results_dir / "leaderboard_meta.json", {"higher_is_better": directions, "n_records": len(records)})
+        _write_text(results_dir / "survival.md", matrix.fillna("").to_markdown(index=False) + "\n")
+    write_json_atomic(results_dir / "leaderboard_meta.json",
+                      {"higher_is_better": directions, "n_records": len(records),
+                       "n_superseded": int(df.attrs.get("superseded", 0)), "n_rows": len(df)})
     plot_robustness(records, results_dir)
-    log.info("leaderboard: %d rows from %d records -> %s", len(df), len(records), results_dir / "leaderboard.csv")
+    plot_lmc(records, results_dir)
+    write_report(results_dir, records)
+    log.info("leaderboard: %d rows from %d records (%d superseded) in %.1f s -> %s", len(df), len(records),
+             df.attrs.get("superseded", 0), time.perf_counter() - start, results_dir / "leaderboard.csv")
     return df
 
 
@@ -172,19 +186,31 @@ def log_to_logger(logger_cfg, results_dir: Path) -> None:
         instantiate(logger_cfg).log_leaderboard(Path(results_dir))
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results_dir", nargs="?", default="results", help="folder holding records/ (default: results)")
     args = parser.parse_args(argv)
-    df = write_leaderboard(Path(args.results_dir))
-    print(df.to_markdown(index=False, floatfmt=".4g"))
-    newest = load_records(Path(args.results_dir))[-1:]  # its logger settings (e.g. logger=wandb) apply
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    folder = Path(args.results_dir)
+    try:
+        if not folder.is_dir():
+            raise BenchError(f"Results folder '{folder}' does not exist. Give the folder a sweep wrote (it holds "
+                             "records/), e.g. python -m bench.leaderboard results")
+        write_leaderboard(folder, require_records=True)
+    except (BenchError, ConfigError) as err:
+        print(f"\nerror: {err}\n", file=sys.stderr)
+        return 2
+    print((folder / "leaderboard.md").read_text())
+    if (folder / "survival.md").is_file():
+        print((folder / "survival.md").read_text())
+    newest = load_records(folder)[-1:]  # its logger settings (e.g. logger=wandb) apply
     if newest:
-        log_to_logger(newest[0].get("config", {}).get("logger"), Path(args.results_dir))
+        log_to_logger(newest[0].get("config", {}).get("logger"), folder)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
 
 
 class LeaderboardCallback(Callback):
@@ -195,14 +221,16 @@ class LeaderboardCallback(Callback):
     """
 
     def _write(self, config) -> None:
-        df = write_leaderboard(Path(config.paths.results_dir))
+        results = Path(config.paths.results_dir)
+        try:
+            df = write_leaderboard(results)
+        except BenchError as err:  # e.g. two variants given one label: the jobs ran, the table is refused
+            print(f"\nerror: {err}\n", file=sys.stderr)
+            return
         if df.empty:
             return
-        cols = [c for c in df.columns if c in KEYS + ["status", "verify/watermarked/bit_acc", "verify/attacked/bit_acc",
-                                                      "verify/attacked/verification_rate",
-                                                      "steps_to_removal", "fid/watermarked", "clip_score/watermarked"]]
-        print("\n" + df[cols].to_markdown(index=False, floatfmt=".4g"))
-        print(f"\nleaderboard: {Path(config.paths.results_dir) / 'leaderboard.csv'}")
+        print("\n" + (results / "leaderboard.md").read_text())
+        print(f"leaderboard: {results / 'leaderboard.csv'}")
 
     def on_run_end(self, config, **kwargs) -> None:
         self._write(config)

@@ -8,16 +8,11 @@ import platform
 import subprocess
 from pathlib import Path
 
-from bench.cache import address_of, write_json_atomic
+from bench.cache import write_json_atomic
+from bench.identity import RECORD_VERSION
 
 PACKAGES = ("torch", "diffusers", "transformers", "hydra-core", "torchmetrics", "clean-fid", "peft", "safetensors",
-            "submitit", "wandb")
-RECORD_VERSION = 1
-
-
-def run_id(names: dict, config: dict) -> str:
-    """`<model>-<method>-<attack>-s<seed>-<hash of the config>`: stable for a given config."""
-    return f"{names['model']}-{names['method']}-{names['attack']}-s{names['seed']}-{address_of('run', '1', config)[:8]}"
+            "submitit", "wandb", "lifelines")
 
 
 def git_commit() -> str | None:
@@ -51,6 +46,19 @@ def read_record(path: Path) -> dict | None:
     """The record at `path`, or None if there is none."""
     path = Path(path)
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load_records(results_or_records: Path) -> list[dict]:
+    """Every record under `<folder>/records` (or `<folder>` itself if it holds run folders), one per run id,
+    oldest first (the newest file wins for a run id)."""
+    folder = Path(results_or_records)
+    if (folder / "records").is_dir():
+        folder = folder / "records"
+    records = {}
+    for path in sorted(folder.glob("*/record.json"), key=lambda p: p.stat().st_mtime):
+        rec = json.loads(path.read_text())
+        records[rec["run_id"]] = rec
+    return list(records.values())
 
 
 def write_record(path: Path, record: dict) -> None:

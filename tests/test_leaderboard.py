@@ -1,66 +1,176 @@
-"""The leaderboard aggregates any records folder, failed runs included, one row per model x method x attack."""
+"""The leaderboard: one row per configuration (never per class name), statistics over seeds computed the
+way the docs say (t intervals, Clopper-Pearson, Fisher, Kaplan-Meier), failed runs kept, bad input refused."""
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
 import pandas as pd
+import pytest
+from scipy import stats
 
+from bench.aggregate import clopper_pearson, t_interval, table
+from bench.errors import ConfigError
+from bench.identity import plan
 from bench.leaderboard import write_leaderboard
 from bench.record import write_record
-from tests.helpers import ROOT
+from bench.survival import km_median, ratio
+from tests.helpers import MICRO, ROOT, compose_cfg
+
+CHOICES = {"model": "micro", "data": "micro", "method": "roma", "attack": "full_ft", "metrics": "default"}
 
 
-def _record(results, method, attack, seed, status="complete", bit_acc=None, curve=None, removal=None):
-    rid = f"micro-{method}-{attack}-s{seed}-00000000"
-    rec = {"run_id": rid, "model": "micro", "method": method, "attack": attack, "seed": seed, "status": status}
-    if status == "complete":
-        rec["metrics"] = {"verify/attacked/bit_acc": {"value": bit_acc, "higher_is_better": True},
-                          "fid/watermarked": {"value": 10.0 + seed, "higher_is_better": False},
-                          "survived_attack": {"value": removal is None, "higher_is_better": True},
-                          "removal_budget": {"value": removal, "higher_is_better": True}}
-        rec["curves"] = {"robustness": curve or [{"step": 0, "bit_acc": 1.0}, {"step": 10, "bit_acc": bit_acc}]}
-    else:
-        rec["error"] = "RuntimeError: out of memory"
-    write_record(results / "records" / rid / "record.json", rec)
+def planned(overrides: list[str], **choices) -> dict:
+    """The identity plan of the real config with `overrides` (no run)."""
+    cfg = compose_cfg([*MICRO, f"method={choices.get('method', 'roma')}",
+                       f"attack={choices.get('attack', 'full_ft')}", *overrides])
+    return plan(cfg, {**CHOICES, **choices}, [])
 
 
-def test_rows_means_and_failed_runs(tmp_path):
-    _record(tmp_path, "watermarkdm", "full_ft", 0, bit_acc=0.6)
-    _record(tmp_path, "watermarkdm", "full_ft", 1, bit_acc=0.8)
-    _record(tmp_path, "none", "full_ft", 0, status="failed")
+def record_from(p: dict, status: str = "complete", upper=None, lower=0, bit_acc=0.5, p_value=0.01,
+                detected=True, curve_budgets=(0, 10, 20)) -> dict:
+    """A record as the runner writes it, with hand-chosen metric values."""
+    rec = {"run_id": p["run_id"], "seed": p["seed"], "status": status, "identity": p["identity"],
+           "versions": p["versions"], "config": p["config"], **{k: p["names"][k] for k in ("model", "method", "attack")}}
+    if status != "complete":
+        return rec | {"error": "RuntimeError: out of memory"}
+    m = {"verify/attacked/bit_acc": bit_acc, "verify/watermarked/p_value": p_value,
+         "verify/watermarked/detected": detected, "removal/lower": lower if upper is not None else curve_budgets[-1],
+         "removal/upper": upper, "removal/event": upper is not None, "steps_to_removal": upper,
+         "removal_budget": upper, "survived_attack": upper is None}
+    rec["metrics"] = {k: {"value": v, "higher_is_better": True} for k, v in m.items()}
+    rec["curves"] = {"robustness": [{"step": b, "budget": b, "budget_label": "step", "bit_acc": bit_acc,
+                                     "detected": upper is None or b < upper} for b in curve_budgets]}
+    return rec
+
+
+def write(folder, recs) -> None:
+    for rec in recs:
+        write_record(folder / "records" / rec["run_id"] / "record.json", rec)
+
+
+def test_variants_and_budgets_are_rows_and_only_seeds_aggregate(tmp_path):
+    """Two RoMa radii x two fine-tuning budgets x two seeds: four rows of two seeds, labelled by what differs."""
+    recs = [record_from(planned([f"method.r={r}", f"attack.steps={steps}", f"seed={seed}"]), bit_acc=0.5 + seed / 10)
+            for r in (0.05, 1.0) for steps in (2, 3) for seed in (0, 1)]
+    assert len({r["run_id"] for r in recs}) == 8 and len({r["identity"]["group"] for r in recs}) == 4
+    write(tmp_path, recs)
     df = write_leaderboard(tmp_path)
-    assert len(df) == 2
-    wm = df[df.method == "watermarkdm"].iloc[0]
-    assert wm["status"] == "complete" and wm["n_seeds"] == 2
-    assert abs(wm["verify/attacked/bit_acc"] - 0.7) < 1e-9 and abs(wm["fid/watermarked"] - 10.5) < 1e-9
-    failed = df[df.method == "none"].iloc[0]
-    assert failed["status"] == "failed" and "out of memory" in failed["error"]
-    on_disk = pd.read_csv(tmp_path / "leaderboard.csv")
-    assert list(on_disk.method) == ["none", "watermarkdm"]
+    assert len(df) == 4 and set(df.n_seeds) == {2}
+    assert set(df.method) == {"roma", "roma[r=1]"}
+    assert set(df.attack) == {"full_ft[steps=2]", "full_ft[steps=3]"}
+    assert all(abs(v - 0.55) < 1e-9 for v in df["verify/attacked/bit_acc"])
+    # another model seed or data size is another row too, never another "seed"
+    other = record_from(planned(["model.seed=1", "seed=0"]))
+    assert other["identity"]["labels"]["model"] == "micro[seed=1]"
+    assert other["identity"]["group"] not in {r["identity"]["group"] for r in recs}
+
+
+def test_attack_seed_interpolation_does_not_split_seeds():
+    """`attack.seed: ${seed}` follows the run's seed: seeds 0 and 1 are one identity, with different run ids."""
+    a, b = planned(["seed=0"]), planned(["seed=1"])
+    assert a["config"]["attack"]["seed"] == 0 and b["config"]["attack"]["seed"] == 1
+    assert a["identity"] == b["identity"] and a["run_id"] != b["run_id"]
+
+
+def test_intervals_match_hand_computation(tmp_path):
+    values = [1.0, 2.0, 3.0, 4.0, 5.0]
+    mean, sd, lo, hi = t_interval(values)
+    half = 2.7764451051977987 * math.sqrt(2.5) / math.sqrt(5)  # t(0.975, 4) s / sqrt(n), s^2 = 2.5
+    assert mean == 3.0 and abs(sd - math.sqrt(2.5)) < 1e-12 and abs(lo - (3 - half)) < 1e-9 and abs(hi - (3 + half)) < 1e-9
+    assert math.isnan(t_interval([1.0])[2])
+    lo, hi = clopper_pearson(0, 20)
+    assert lo == 0.0 and abs(hi - (1 - 0.025 ** (1 / 20))) < 1e-9  # the exact upper bound for 0 of n
+    # p-values are never averaged: median and Fisher
+    ps = [0.01, 0.2, 0.03, 0.5, 0.04]
+    recs = [record_from(planned([f"seed={s}"]), p_value=p, detected=p <= 1e-3) for s, p in enumerate(ps)]
+    row = table(recs).iloc[0]
+    assert row["verify/watermarked/p_value/median"] == 0.04
+    fisher = stats.chi2.sf(-2 * sum(math.log(p) for p in ps), 2 * len(ps))
+    assert abs(row["verify/watermarked/p_value/fisher"] - fisher) < 1e-12
+    assert row["verify/watermarked/p_value/frac_le_target"] == 0.0
+    assert row["verify/watermarked/detected"] == 0.0 and row["verify/watermarked/detected/k"] == 0
+    assert "verify/watermarked/p_value" not in row.index
+
+
+def test_kaplan_meier_median_matches_hand_computation():
+    """Removed at 5, 7, 7, 10; one survivor censored at 20: S(5) = 4/5, S(7) = 4/5 * 2/4 = 0.4, so the median is 7."""
+    km = km_median([5, 7, 7, 10, 20], [True, True, True, True, False])
+    assert km["median"] == 7 and km["n_removed"] == 4 and km["n"] == 5
+    # Greenwood's exponential ("log-log") band, by hand: var(log(-log S)) = sum d / (n (n - d)) / log(S)^2
+    z = stats.norm.ppf(0.975)
+
+    def band(at_risk_events):
+        s, v = 1.0, 0.0
+        for n, d in at_risk_events:
+            s *= 1 - d / n
+            v += d / (n * (n - d)) if n > d else math.inf
+        se = math.sqrt(v) / abs(math.log(s)) if 0 < s < 1 else math.inf
+        return s ** math.exp(z * se), s ** math.exp(-z * se)  # (lower, upper) survival
+
+    steps = {5: band([(5, 1)]), 7: band([(5, 1), (4, 2)]), 10: band([(5, 1), (4, 2), (2, 1)])}
+    lower_cross = min(t for t, (lo, hi) in steps.items() if lo <= 0.5)  # the lower band reaches 1/2 first
+    upper_cross = min((t for t, (lo, hi) in steps.items() if hi <= 0.5), default=math.inf)
+    assert km["ci_low"] == lower_cross and km["ci_high"] == upper_cross
+    all_survive = km_median([20, 20], [False, False])
+    assert math.isinf(all_survive["median"]) and all_survive["n_removed"] == 0
+    r = ratio({"median": 70, "ci_low": 50, "ci_high": 100}, {"median": 7, "ci_low": 5, "ci_high": 10})
+    assert r == {"ratio": 10.0, "ci_low": 5.0, "ci_high": 20.0}
+
+
+def test_removal_is_censored_in_the_table_and_survival_text(tmp_path):
+    budgets = (0, 5, 7, 10, 20)
+    recs = [record_from(planned([f"seed={s}"]), upper=u, lower=lo, curve_budgets=budgets)
+            for s, (u, lo) in enumerate([(5, 0), (7, 5), (7, 5), (10, 7), (None, 0)])]
+    write(tmp_path, recs)
+    df = write_leaderboard(tmp_path)
+    row = df.iloc[0]
+    assert row["removal/median"] == 7 and row["removal/n_removed"] == 4
+    assert "steps_to_removal" not in df.columns  # a censored time is never averaged
+    text = (tmp_path / "survival.md").read_text()
+    assert "removed in 4/5 seeds, median step 7 (95% CI 5–" in text
+    md = (tmp_path / "leaderboard.md").read_text()
+    assert "7 (5–" in md and "↑" in md
+
+
+def test_failed_runs_and_superseded_versions(tmp_path):
+    ok = record_from(planned(["seed=0"]))
+    failed = record_from(planned(["seed=1"]), status="failed")
+    old = record_from(planned(["seed=2"]))
+    old["versions"] = {**old["versions"], "method": "0"}
+    old["run_id"] += "-old"
+    write(tmp_path, [old, ok, failed])
+    df = write_leaderboard(tmp_path)
+    row = df.iloc[0]
+    assert len(df) == 1 and row["status"] == "partial" and row["n_seeds"] == 1 and row["n_failed"] == 1
+    assert "out of memory" in row["error"] and df.attrs["superseded"] == 1
     assert (tmp_path / "robustness_micro_full_ft.png").stat().st_size > 1000
 
 
-def test_standalone_command(tmp_path):
-    _record(tmp_path, "watermarkdm", "none", 0, bit_acc=1.0)
-    out = subprocess.run([sys.executable, "-m", "bench.leaderboard", str(tmp_path)], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)
-    assert out.returncode == 0 and "watermarkdm" in out.stdout
-    assert (tmp_path / "leaderboard.md").is_file()
+def test_hand_label_collision_refused(tmp_path):
+    a = record_from(planned(["method.label=mine", "method.r=0.05"]))
+    b = record_from(planned(["method.label=mine", "method.r=1.0"]))
+    assert a["identity"]["labels"]["method"] == "mine"
+    write(tmp_path, [a, b])
+    with pytest.raises(ConfigError, match="label 'mine' names 2 different method configurations"):
+        write_leaderboard(tmp_path)
 
 
-def test_survival_matrix(tmp_path):
-    """Attacks x methods: survives / removed at the budget (string budgets too) / seeds that disagree."""
-    _record(tmp_path, "watermarkdm", "full_ft", 0, bit_acc=0.5, removal=10)
-    _record(tmp_path, "watermarkdm", "quantize", 0, bit_acc=0.6, removal="int8")
-    _record(tmp_path, "aiao", "full_ft", 0, bit_acc=0.9)
-    _record(tmp_path, "aiao", "quantize", 0, bit_acc=0.9)
-    _record(tmp_path, "aiao", "quantize", 1, bit_acc=0.5, removal="fp16")
-    write_leaderboard(tmp_path)
-    text = (tmp_path / "survival.md").read_text()
-    rows = {line.split("|")[2].strip(): line for line in text.splitlines()[2:]}
-    assert "removed at 10 (0.50)" in rows["full_ft"] and "survives (0.90)" in rows["full_ft"]
-    assert "removed at int8 (0.60)" in rows["quantize"] and "survives 1/2 seeds (0.70)" in rows["quantize"]
+def test_standalone_command_and_empty_folder(tmp_path):
+    write(tmp_path / "full", [record_from(planned(["seed=0"]))])
+    out = subprocess.run([sys.executable, "-m", "bench.leaderboard", str(tmp_path / "full")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "roma" in out.stdout
+    assert pd.read_csv(tmp_path / "full" / "leaderboard.csv").n_seeds.tolist() == [1]
+    (tmp_path / "empty" / "records").mkdir(parents=True)
+    for folder in (tmp_path / "empty", tmp_path / "missing"):
+        out = subprocess.run([sys.executable, "-m", "bench.leaderboard", str(folder)], cwd=ROOT, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 2 and out.stderr.count("error:") == 1, out.stderr
+        assert not (folder / "leaderboard.csv").exists()
+    assert "No records" in subprocess.run([sys.executable, "-m", "bench.leaderboard", str(tmp_path / "empty")],
+                                          cwd=ROOT, capture_output=True, text=True).stderr
 
 
 def test_sweep_outcomes_summary_and_exit_status(tmp_path):

@@ -1,0 +1,167 @@
+"""Records -> leaderboard rows: one row per configuration, statistics over its seeds.
+
+A row is one identity (`bench.identity`): model, data, method variant, attack variant and metric
+settings; only runs identical apart from `seed` share a row. Within a row, records at older
+component versions are superseded by the newest (they stay on disk and are counted).
+
+Per metric, over the row's complete seeds (`n_seeds`):
+* numbers: mean, standard deviation and a 95% t interval, mean ± t(0.975, n-1) s / sqrt(n)
+  (columns `<m>`, `<m>/std`, `<m>/ci_low`, `<m>/ci_high`; no interval for one seed);
+* verdicts (booleans): the fraction true with an exact Clopper-Pearson 95% interval (`<m>/k` counts);
+* p-values are never averaged: `<m>/median`, the fraction of seeds at or below the target FPR
+  (`<m>/frac_le_target`) and Fisher's combined p-value (`<m>/fisher`), valid because seeds draw
+  independent keys, attack batches and query noise;
+* removal (`removal/*`, and the utility-qualified `removal_useful/*`): a censored time, summarised
+  by its Kaplan-Meier median and interval (`bench.survival`), never by a mean.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from bench.identity import GROUPS, digest
+from bench.survival import censored_times, km_median
+
+LABELS = list(GROUPS)  # model, data, method, attack, metrics: the columns that name a row
+CENSORED = ("steps_to_removal", "removal_budget", "removal/lower", "removal/upper", "removal/event",
+            "removal_useful/step", "removal_useful/budget", "survived_within_budget")
+
+
+def identity_of(rec: dict) -> dict:
+    """A record's identity; records without one (written by hand) get one from their names and config."""
+    if rec.get("identity"):
+        return rec["identity"]
+    labels = {g: str(rec.get(g, "?")) for g in LABELS}
+    config = {k: v for k, v in rec.get("config", {}).items() if k != "seed"}
+    return {"group": digest([labels, config]), "labels": labels, "components": {g: labels[g] for g in LABELS}}
+
+
+def current(records: list[dict]) -> tuple[list[dict], int]:
+    """The records at the newest component versions of their row, and how many older ones were set aside."""
+    newest: dict[str, str] = {}
+    for rec in records:  # records come oldest first: the last version seen per group is the newest
+        newest[identity_of(rec)["group"]] = digest(rec.get("versions"))
+    kept = [r for r in records if digest(r.get("versions")) == newest[identity_of(r)["group"]]]
+    return kept, len(records) - len(kept)
+
+
+def row_labels(records: list[dict]) -> dict[str, dict]:
+    """group -> its labels; derived labels that two groups share get '#<hash>' on the part that differs."""
+    by_group = {identity_of(r)["group"]: identity_of(r) for r in records}
+    out = {g: dict(i["labels"]) for g, i in by_group.items()}
+    clashes: dict[tuple, list[str]] = {}
+    for g, labels in out.items():
+        clashes.setdefault(tuple(labels[k] for k in LABELS), []).append(g)
+    for groups in clashes.values():
+        if len(groups) > 1:
+            for part in LABELS:
+                comps = {by_group[g]["components"][part] for g in groups}
+                if len(comps) > 1:
+                    for g in groups:
+                        out[g][part] += f"#{str(by_group[g]['components'][part])[:6]}"
+    return out
+
+
+def t_interval(values: list[float]) -> tuple[float, float, float, float]:
+    """(mean, sd, low, high): the 95% t interval of the mean (low = high = nan for one value)."""
+    x = np.asarray(values, dtype=float)
+    mean = float(x.mean())
+    if len(x) < 2:
+        return mean, math.nan, math.nan, math.nan
+    sd = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.975, len(x) - 1)) * sd / math.sqrt(len(x))
+    return mean, sd, mean - half, mean + half
+
+
+def clopper_pearson(k: int, n: int) -> tuple[float, float]:
+    """The exact 95% interval of a proportion k/n."""
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+    return float(ci.low), float(ci.high)
+
+
+def fisher(ps: list[float]) -> float:
+    """Fisher's combined p-value of independent p-values."""
+    ps = [min(max(float(p), 1e-300), 1.0) for p in ps]
+    return float(stats.combine_pvalues(ps, method="fisher").pvalue) if len(ps) > 1 else ps[0]
+
+
+def _removal(recs: list[dict], prefix: str) -> dict:
+    """Kaplan-Meier columns for a censored removal time (`removal` or `removal_useful`)."""
+    intervals = []
+    for r in recs:
+        m = r["metrics"]
+        if "removal/event" not in m:
+            return {}
+        last = m["removal/lower"]["value"] if not m["removal/event"]["value"] else None
+        if prefix == "removal":
+            intervals.append({"lower": m["removal/lower"]["value"], "upper": m["removal/upper"]["value"],
+                              "event": m["removal/event"]["value"]})
+        elif "removal_useful/budget" in m:
+            event = m["removal_useful/budget"]["value"] is not None
+            censor_at = last if last is not None else r["curves"]["robustness"][-1]["budget"]
+            intervals.append({"lower": None if event else censor_at,
+                              "upper": m["removal_useful/budget"]["value"], "event": event})
+        else:
+            return {}
+    times = censored_times(intervals)
+    if times is None:
+        return {}
+    km = km_median(*times)
+    return {f"{prefix}/median": km["median"], f"{prefix}/ci_low": km["ci_low"], f"{prefix}/ci_high": km["ci_high"],
+            f"{prefix}/n_removed": km["n_removed"]}
+
+
+def summarise(recs: list[dict]) -> dict:
+    """The statistics of one row's complete records (see the module docstring)."""
+    out: dict = {"seeds": " ".join(str(r["seed"]) for r in sorted(recs, key=lambda r: r["seed"]))}
+    target = recs[0].get("config", {}).get("metrics", {}).get("verification", {}).get("target_fpr", 1e-3)
+    names = list(dict.fromkeys(n for r in recs for n in r.get("metrics", {})))
+    for name in names:
+        if name in CENSORED:
+            continue
+        vals = [r["metrics"][name]["value"] for r in recs if name in r["metrics"]]
+        vals = [v for v in vals if v is not None]
+        if not vals or any(isinstance(v, str) for v in vals):
+            continue
+        if name.endswith("p_value"):
+            out[f"{name}/median"] = float(np.median(vals))
+            out[f"{name}/frac_le_target"] = float(np.mean([v <= target for v in vals]))
+            out[f"{name}/fisher"] = fisher(vals)
+        elif all(isinstance(v, bool) for v in vals):
+            k, n = sum(vals), len(vals)
+            out[name], out[f"{name}/k"] = k / n, k
+            out[f"{name}/ci_low"], out[f"{name}/ci_high"] = clopper_pearson(k, n)
+        else:
+            out[name], out[f"{name}/std"], out[f"{name}/ci_low"], out[f"{name}/ci_high"] = t_interval(vals)
+    out.update(_removal(recs, "removal"))
+    out.update(_removal(recs, "removal_useful"))
+    return out
+
+
+def table(records: list[dict]) -> pd.DataFrame:
+    """One row per configuration: labels, status, n_seeds and every metric's statistics."""
+    records, superseded = current(records)
+    labels = row_labels(records)
+    rows: dict[str, list[dict]] = {}
+    for rec in records:
+        rows.setdefault(identity_of(rec)["group"], []).append(rec)
+    out = []
+    for group, recs in rows.items():
+        complete = [r for r in recs if r["status"] == "complete"]
+        failed = [r for r in recs if r["status"] != "complete"]
+        row = {**labels[group], "group": group[:8], "n_seeds": len(complete), "n_failed": len(failed),
+               "status": "complete" if not failed else "failed" if not complete else "partial",
+               "error": next((r.get("error") for r in failed), None)}
+        if complete:
+            row.update(summarise(complete))
+        out.append(row)
+    front = LABELS + ["status", "n_seeds", "n_failed", "seeds", "group"]
+    if not out:
+        return pd.DataFrame(columns=front)
+    df = pd.DataFrame(out)
+    df = df[[c for c in front if c in df] + [c for c in df.columns if c not in front]]
+    df.attrs["superseded"] = superseded
+    return df.sort_values(LABELS).reset_index(drop=True)

@@ -1,0 +1,157 @@
+"""Robustness and utility curves: one PNG per (model, data, attack variant), a line per method variant.
+
+Left: the mark's strength (bit accuracy for bit methods, verification rate for the others) against
+the attack budget; right: the attacker's utility at the same checkpoints (owner-domain loss
+relative to the watermarked model, solid; the attacker's gain on its own domain, dashed). Lines
+are the mean over seeds, the band their min-max; the legend gives n.
+"""
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bench.aggregate import current, identity_of, row_labels  # noqa: E402
+from bench.identity import digest  # noqa: E402
+
+
+def _strength(point: dict) -> float | None:
+    return point["bit_acc"] if point.get("bit_acc") is not None else point.get("verification_rate")
+
+
+def _band(ax, curves: list[list[dict]], value, **style) -> None:
+    """Mean line and min-max band over seeds of `value(point)` against the budget (numeric) or index."""
+    xs = [p.get("budget", p["step"]) for p in curves[0]]
+    numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
+    pos = xs if numeric else list(range(len(xs)))
+    ys = np.array([[np.nan if value(p) is None else value(p) for p in c] for c in curves if len(c) == len(xs)],
+                  dtype=float)
+    line = ax.plot(pos, np.nanmean(ys, axis=0), **style)[0]
+    if len(ys) > 1:
+        ax.fill_between(pos, np.nanmin(ys, axis=0), np.nanmax(ys, axis=0), color=line.get_color(), alpha=0.15, lw=0)
+    if not numeric:
+        ax.set_xticks(pos, [str(x) for x in xs], fontsize=7)
+
+
+PLOT_VERSION = "1"  # bump when a figure's drawing changes, so cached PNGs are redrawn
+
+
+def up_to_date(path: Path, by_method: dict[str, list[dict]]) -> bool:
+    """True when `path` was drawn from exactly these records (same run ids and statuses); else note that
+    it is about to be, so an unchanged figure is never drawn twice (re-aggregation stays fast)."""
+    key = digest([PLOT_VERSION, sorted((r["run_id"], r["status"]) for recs in by_method.values() for r in recs)])
+    stamp = path.with_name(f".{path.name}.key")
+    if path.is_file() and stamp.is_file() and stamp.read_text() == key:
+        return True
+    stamp.write_text(key)
+    return False
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")
+
+
+def plot_robustness(records: list[dict], out_dir: Path) -> list[Path]:
+    """Write robustness_<model>_<attack>.png per (model, data, metrics, attack) with curves; return the paths."""
+    records, _ = current([r for r in records if r["status"] == "complete" and r.get("curves", {}).get("robustness")])
+    labels = row_labels(records)
+    panels: dict[tuple, dict[str, list[dict]]] = {}
+    for rec in records:
+        lab = labels[identity_of(rec)["group"]]
+        panels.setdefault((lab["model"], lab["data"], lab["metrics"], lab["attack"]), {}).setdefault(
+            lab["method"], []).append(rec)
+    paths = []
+    data_kinds, metric_kinds = {k[1] for k in panels}, {k[2] for k in panels}
+    for (model, data, metrics, attack), by_method in sorted(panels.items()):
+        parts = [model] + ([data] if len(data_kinds) > 1 else []) + ([metrics] if len(metric_kinds) > 1 else [])
+        path = out_dir / f"robustness_{'_'.join(slug(x) for x in parts + [attack])}.png"
+        paths.append(path)
+        if up_to_date(path, by_method):
+            continue
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+        label = "step"
+        for method, recs in sorted(by_method.items()):
+            rob = [r["curves"]["robustness"] for r in recs]
+            label = rob[0][0].get("budget_label", "step")
+            kind = "bit acc" if rob[0][0].get("bit_acc") is not None else "verif. rate"
+            _band(left, rob, _strength, marker="o", ms=3, label=f"{method} ({kind}, n={len(recs)})")
+            util = [r["curves"]["utility"] for r in recs if r["curves"].get("utility")]
+            if util:
+                _band(right, util, lambda p: p["owner_loss_ratio"], marker="o", ms=3, label=f"{method}: owner loss")
+                _band(right, util, lambda p: p["attacker_gain"], ls="--", marker="x", ms=3,
+                      label=f"{method}: attacker gain")
+        left.axhline(0.5, color="grey", lw=0.8, ls="--", label="chance (bits)")
+        xlabel = label if label.startswith(attack.split("[")[0]) else f"{attack} {label}"
+        title = textwrap.shorten(f"{model} / {data}: {attack}", 60, placeholder="…")
+        left.set(xlabel=xlabel, ylabel="bit accuracy / verification rate", title=title, ylim=(0, 1.05))
+        right.set(xlabel=xlabel, ylabel="owner loss / watermarked (solid); attacker gain (dashed)",
+                  title="attacker's utility")
+        right.axhline(1.0, color="grey", lw=0.8, ls=":")
+        for ax in (left, right):
+            if label == "step":  # removal often happens in the first steps: spread them out
+                ax.set_xscale("symlog", linthresh=1)
+                ax.set_xlim(left=0)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=6)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+    return paths
+
+
+LMC_PAIRS = {"lmc/wm_to_attacked": "watermarked → attacked", "lmc/base_to_wm": "base → watermarked"}
+
+
+def plot_lmc(records: list[dict], out_dir: Path) -> list[Path]:
+    """Write lmc_<model>_<attack>.png per (model, data, metrics, attack) with LMC curves; return the paths.
+
+    Rows: the pairs watermarked → attacked and base → watermarked; columns: the task (denoising) loss
+    and the method's watermark loss along λ. A line per method variant, the mean over seeds (band: min-max)."""
+    records, _ = current([r for r in records if r["status"] == "complete"
+                          and any(r.get("curves", {}).get(p) for p in LMC_PAIRS)])
+    labels = row_labels(records)
+    panels: dict[tuple, dict[str, list[dict]]] = {}
+    for rec in records:
+        lab = labels[identity_of(rec)["group"]]
+        panels.setdefault((lab["model"], lab["data"], lab["metrics"], lab["attack"]), {}).setdefault(
+            lab["method"], []).append(rec)
+    paths = []
+    data_kinds, metric_kinds = {k[1] for k in panels}, {k[2] for k in panels}
+    for (model, data, metrics, attack), by_method in sorted(panels.items()):
+        parts = [model] + ([data] if len(data_kinds) > 1 else []) + ([metrics] if len(metric_kinds) > 1 else [])
+        path = out_dir / f"lmc_{'_'.join(slug(x) for x in parts + [attack])}.png"
+        paths.append(path)
+        if up_to_date(path, by_method):
+            continue
+        fig, axes = plt.subplots(2, 2, figsize=(10, 6.4), squeeze=False)
+        for row, (pair, pair_title) in enumerate(LMC_PAIRS.items()):
+            for col, loss in enumerate(("task", "watermark")):
+                ax = axes[row][col]
+                for i, (method, recs) in enumerate(sorted(by_method.items())):
+                    curves = [r["curves"][pair] for r in recs if r["curves"].get(pair, {}).get(loss)]
+                    curves = [c for c in curves if len(c[loss]) == len(curves[0][loss])] if curves else []
+                    if not curves:
+                        continue
+                    ys = np.array([c[loss] for c in curves], dtype=float)
+                    line = ax.plot(curves[0]["lambda"], ys.mean(axis=0), marker="o", ms=3, color=f"C{i}",
+                                   label=f"{method} (n={len(curves)})")[0]
+                    if len(ys) > 1:
+                        ax.fill_between(curves[0]["lambda"], ys.min(axis=0), ys.max(axis=0), color=line.get_color(),
+                                        alpha=0.15, lw=0)
+                ax.set(xlabel="λ", ylabel=f"{loss} loss", title=f"{pair_title}: {loss} loss")
+                if ax.get_legend_handles_labels()[0]:
+                    ax.legend(fontsize=6)
+                else:
+                    ax.text(0.5, 0.5, "no curve", ha="center", va="center", transform=ax.transAxes, color="grey")
+        title = f"{model} / {data}: {attack}" + (f" ({metrics})" if len(metric_kinds) > 1 else "")
+        fig.suptitle(textwrap.fill(f"linear mode connectivity, {title}", 130), fontsize=9)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return paths
