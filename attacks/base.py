@@ -3,6 +3,15 @@
 A checkpoint id is an int (0 = the unattacked input). For training attacks it is the step;
 for weight edits (prune, quantize, noise, merge) it is 1..n over the attack's budget values,
 and `budget(checkpoint_id)` says what each id means (a sparsity, a format, a noise scale...).
+
+Threat model (Kerckhoffs). An attacker holds the marked model's weights, its own data
+(`world.data.attacker`) and, for adaptive attacks, the method's public description, a
+`methods.base.MethodCard`: the method's name, how it verifies, the form of its trigger and its
+public hyperparameters. It never holds the owner's `Key`: `run` is not given one, and the
+harness passes the card only to attacks that declare `uses_card = True` (the card is then part
+of the attack's cache address). Every attack's module docstring states what its attacker knows
+and which data it uses; the attacker's utility at each checkpoint is measured by
+`bench.metrics.utility`.
 """
 from __future__ import annotations
 
@@ -11,9 +20,13 @@ from typing import Callable, ClassVar, Sequence
 import torch
 
 from bench.diffusion import unet_state
-from methods.base import require
+from bench.errors import require
+from methods.base import MethodCard
 
-DEFAULT_SCHEDULE = (0, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000)
+# The shared checkpoint schedule of every training attack (`schedule: null` in conf/attack/): dense and
+# log-spaced, so that a removal in the first optimiser steps is resolved (1, 2, 3, 5, 7, 10, ...)
+DEFAULT_SCHEDULE = (0, 1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700, 1000, 1500, 2000, 3000,
+                    5000, 7000, 10000, 15000, 20000)
 
 
 class Attack:
@@ -22,6 +35,7 @@ class Attack:
     name: ClassVar[str] = "base"
     version: ClassVar[str] = "1"
     budget_label: ClassVar[str] = "step"
+    uses_card: ClassVar[bool] = False  # True: `run` reads the method's public card (an adaptive attack)
 
     def __init__(self, steps: int = 0, schedule: Sequence[int] | None = None):
         self.steps = steps
@@ -33,8 +47,10 @@ class Attack:
         """The attack budget checkpoint `checkpoint_id` was taken at (for training attacks: the step)."""
         return checkpoint_id
 
-    def run(self, world, unet, on_checkpoint: Callable[[int, object], None]):
-        """Attack `unet` (a trainable copy; modify it in place or return a new one) and return the result."""
+    def run(self, world, unet, on_checkpoint: Callable[[int, object], None], card: MethodCard | None = None):
+        """Attack `unet` (a trainable copy; modify it in place or return a new one) and return the result.
+
+        `card` is the method's public description (None for attacks with `uses_card = False`)."""
         raise NotImplementedError
 
 
@@ -42,11 +58,12 @@ class NoAttack(Attack):
     """The identity: the watermarked model as it is (checkpoint at step 0 only)."""
 
     name = "none"
+    version = "1"
 
     def __init__(self):
         super().__init__(steps=0, schedule=(0,))
 
-    def run(self, world, unet, on_checkpoint):
+    def run(self, world, unet, on_checkpoint, card=None):
         on_checkpoint(0, unet)
         return unet
 
@@ -73,7 +90,7 @@ class WeightEdit(Attack):
         raise NotImplementedError
 
     @torch.no_grad()
-    def run(self, world, unet, on_checkpoint):
+    def run(self, world, unet, on_checkpoint, card=None):
         source = unet_state(unet)
         on_checkpoint(0, unet)
         for checkpoint_id, value in enumerate(self.values, start=1):

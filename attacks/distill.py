@@ -7,7 +7,7 @@ from diffusers import UNet2DConditionModel
 
 from attacks.full_ft import FullFineTune
 from bench.diffusion import derive_seed, eps_prediction, generator, sample_noise_and_t, training_scheduler
-from bench.training import optimise
+from bench.training import Amp
 
 
 class Distill(FullFineTune):
@@ -16,14 +16,17 @@ class Distill(FullFineTune):
 
     name = "distill"
     version = "1"
+    trains_text_encoder = False
 
-    def run(self, world, unet, on_checkpoint):
+    def run(self, world, unet, on_checkpoint, card=None):
         teacher = unet.requires_grad_(False).eval()
         on_checkpoint(0, teacher)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.seed, self.name, "init"))
             student = UNet2DConditionModel.from_config(teacher.config)
         student.to(teacher.device).train()
+        if world.training.gradient_checkpointing:
+            student.enable_gradient_checkpointing()
         sched = training_scheduler(world.pipe)
         data = world.encoded("attacker")
         gen = generator(self.seed, self.name)
@@ -39,6 +42,5 @@ class Distill(FullFineTune):
             if step in self.checkpoints and step > 0:
                 on_checkpoint(step, student)
 
-        optimise(student.parameters(), loss_fn, self.steps, self.lr, desc=f"attack {self.name}",
-                 weight_decay=self.weight_decay, on_step=checkpoint)
+        self.train(student.parameters(), loss_fn, on_step=checkpoint, amp=Amp.of(world))
         return student.requires_grad_(False).eval()

@@ -14,9 +14,8 @@ import torch
 from attacks.full_ft import FullFineTune
 from bench.diffusion import (denoising_loss, derive_seed, encode_images, encode_prompts, generate, generator,
                              sample_noise_and_t, training_scheduler)
-from bench.errors import ConfigError
-from bench.training import optimise
-from methods.base import require
+from bench.errors import ConfigError, require
+from bench.training import Amp
 
 
 class DreamBooth(FullFineTune):
@@ -24,15 +23,15 @@ class DreamBooth(FullFineTune):
 
     name = "dreambooth"
     version = "1"
+    trains_text_encoder = False
 
     def __init__(self, subject: str | None = None, n_images: int = 4, token: str = "sks", n_class_images: int = 16,
-                 prior_weight: float = 1.0, steps: int = 100, lr: float = 5e-6, batch_size: int = 1, seed: int = 0,
-                 weight_decay: float = 0.0, schedule=None):
+                 prior_weight: float = 1.0, **train):
         require(n_images >= 1, f"attack.n_images must be at least 1 (got {n_images}); DreamBooth uses 3-5.")
         require(n_class_images >= 1, f"attack.n_class_images must be at least 1 (got {n_class_images}).")
         require(prior_weight >= 0, f"attack.prior_weight must be non-negative (got {prior_weight}); the paper uses 1.")
         require(bool(token.strip()), "attack.token must be a non-empty rare word (DreamBooth uses 'sks').")
-        super().__init__(steps, lr, batch_size, seed, weight_decay, schedule)
+        super().__init__(**{"lr": 5e-6, "batch_size": 1, **train})
         self.subject, self.n_images, self.token = subject, n_images, token
         self.n_class_images, self.prior_weight = n_class_images, prior_weight
 
@@ -49,13 +48,13 @@ class DreamBooth(FullFineTune):
         raise ConfigError(f"attack.subject '{subject}' captions {len(images)} attacker images, fewer than "
                           f"attack.n_images={self.n_images}; pick a caption with more images or lower n_images.")
 
-    def run(self, world, unet, on_checkpoint):
+    def run(self, world, unet, on_checkpoint, card=None):
         images, subject = self.instance_images(world.data.attacker)
         noun = subject.split()[-1]
         pipe = world.pipeline_with(unet=copy.deepcopy(unet).to(world.unet.dtype).eval())
         s = world.sampling
         class_images = generate(pipe, [f"a {noun}"] * self.n_class_images, derive_seed(self.seed, self.name, "prior"),
-                                s.steps, s.guidance_scale, s.resolution)
+                                s.steps, s.guidance_scale, s.resolution, world.gen_batch)
         del pipe
         instance = encode_images(world.pipe, images).float()
         prior = encode_images(world.pipe, class_images * 2 - 1).float()
@@ -77,6 +76,5 @@ class DreamBooth(FullFineTune):
 
         unet.requires_grad_(True).train()
         checkpoint(0)
-        optimise(unet.parameters(), loss_fn, self.steps, self.lr, desc=f"attack {self.name}",
-                 weight_decay=self.weight_decay, on_step=checkpoint)
+        self.train(unet.parameters(), loss_fn, on_step=checkpoint, amp=Amp.of(world))
         return unet.requires_grad_(False).eval()

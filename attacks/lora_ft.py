@@ -6,6 +6,7 @@ collector reads them like any other attacked UNet.
 from __future__ import annotations
 
 import copy
+import re
 from functools import cache
 
 import torch
@@ -14,7 +15,7 @@ from peft import LoraConfig, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 
 from attacks.full_ft import FullFineTune
-from methods.base import require
+from bench.errors import require
 
 DEFAULT_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 
@@ -43,25 +44,43 @@ class LoRAFineTune(FullFineTune):
 
     name = "lora_ft"
     version = "1"
+    trains_text_encoder = False
 
-    def __init__(self, rank: int = 4, alpha: float | None = None, target_modules=DEFAULT_TARGETS, steps: int = 100,
-                 lr: float = 1e-4, batch_size: int = 8, seed: int = 0, weight_decay: float = 0.0, schedule=None):
+    def __init__(self, rank: int = 4, alpha: float | None = None, target_modules=DEFAULT_TARGETS,
+                 rank_fraction: float | None = None, **train):
         require(rank >= 1, f"attack.rank must be at least 1 (got {rank}); SleeperMark attacks with rank 20.")
-        alpha = float(rank if alpha is None else alpha)
-        require(alpha > 0, f"attack.alpha must be positive (got {alpha}); alpha = rank scales the update by 1.")
+        require(rank_fraction is None or 0 < rank_fraction <= 1,
+                f"attack.rank_fraction must be in (0, 1] or null (got {rank_fraction}); it scales each layer's rank "
+                "to its width: rank = max(1, round(rank_fraction * min(in, out))).")
+        require(alpha is None or alpha > 0, f"attack.alpha must be positive or null (got {alpha}); null = rank "
+                "(the update is scaled by 1).")
         targets = list(target_modules)
         unknown = [t for t in targets if t not in attention_module_suffixes()]
         require(targets and not unknown,
                 f"attack.target_modules has names that are not layers of a diffusers UNet attention block: "
                 f"{unknown or targets}. Use module-name suffixes such as {list(DEFAULT_TARGETS)} (the default), "
                 f"or any of: {sorted(attention_module_suffixes())}.")
-        super().__init__(steps, lr, batch_size, seed, weight_decay, schedule)
-        self.rank, self.alpha, self.target_modules = rank, alpha, targets
+        super().__init__(**train)
+        self.rank, self.alpha, self.target_modules, self.rank_fraction = rank, alpha, targets, rank_fraction
 
-    def run(self, world, unet, on_checkpoint):
+    def ranks(self, unet) -> dict[str, int]:
+        """Each adapted layer's rank: `rank`, or scaled to the layer's width with `rank_fraction`
+        (SleeperMark's rank 20 is 6% of SD 1.5's narrowest attention width, 320, and 1.6% of its widest)."""
+        out = {}
+        for name, module in unet.named_modules():
+            if isinstance(module, torch.nn.Linear) and any(name == t or name.endswith("." + t) for t in self.target_modules):
+                width = min(module.in_features, module.out_features)
+                out[name] = self.rank if self.rank_fraction is None else max(1, round(self.rank_fraction * width))
+        return out
+
+    def run(self, world, unet, on_checkpoint, card=None):
         plain = copy.deepcopy(unet).requires_grad_(False)  # receives the merged weights at each checkpoint
         base_state = unet.state_dict()  # the frozen input weights (LoRA wraps, never changes, them)
-        config = LoraConfig(r=self.rank, lora_alpha=self.alpha, target_modules=self.target_modules)
+        ranks = self.ranks(unet)
+        patterns = {f"^{re.escape(name)}$": r for name, r in ranks.items()}
+        alphas = {k: float(r if self.alpha is None else self.alpha) for k, r in patterns.items()}
+        config = LoraConfig(r=self.rank, lora_alpha=float(self.rank if self.alpha is None else self.alpha),
+                            target_modules=self.target_modules, rank_pattern=patterns, alpha_pattern=alphas)
         lora_unet = inject_adapter_in_model(config, unet)
 
         def merged(step: int, _model) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from attacks.base import WeightEdit
 from attacks.full_ft import FullFineTune
 from bench.diffusion import unet_state
-from methods.base import require
+from bench.errors import require
 
 PARTNERS = ("base", "finetuned")
 
@@ -36,7 +36,7 @@ class Merge(WeightEdit):
         self.finetune = FullFineTune(steps=ft_steps, lr=ft_lr, batch_size=ft_batch_size, seed=seed, schedule=(0,))
         self._partner_state: dict = {}  # the partner's weights, set by `run` for `edit`
 
-    def run(self, world, unet, on_checkpoint):
+    def run(self, world, unet, on_checkpoint, card=None):
         other = world.fresh_unet()
         if self.partner == "finetuned":
             other = self.finetune.run(world, other, lambda step, model: None)

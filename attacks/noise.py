@@ -5,7 +5,7 @@ import torch
 
 from attacks.base import WeightEdit
 from bench.diffusion import generator
-from methods.base import require
+from bench.errors import require
 
 
 class WeightNoise(WeightEdit):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from attacks.full_ft import FullFineTune
-from methods.base import require
+from bench.errors import require
 
 
 class PartialFineTune(FullFineTune):
@@ -11,13 +11,12 @@ class PartialFineTune(FullFineTune):
     name = "partial_ft"
     version = "1"
 
-    def __init__(self, blocks=("up_blocks",), steps: int = 100, lr: float = 1e-4, batch_size: int = 8, seed: int = 0,
-                 weight_decay: float = 0.0, schedule=None):
+    def __init__(self, blocks=("up_blocks",), **train):
         self.blocks = list(blocks)
         require(len(self.blocks) >= 1 and all(isinstance(b, str) and b for b in self.blocks),
                 f"attack.blocks must be a non-empty list of UNet block names (got {self.blocks}); "
                 "e.g. [up_blocks], [down_blocks.1, mid_block].")
-        super().__init__(steps, lr, batch_size, seed, weight_decay, schedule)
+        super().__init__(**train)
 
     def trainable(self, unet):
         """The parameters under any of `self.blocks`; refuses a prefix that names no parameter."""

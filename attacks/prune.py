@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from attacks.base import WeightEdit
-from methods.base import require
+from bench.errors import require
 
 
 class MagnitudePrune(WeightEdit):

@@ -29,8 +29,11 @@ def match_threshold(n: int, target_fpr: float) -> int:
     return n + 1
 
 
-def summarise(ev: Evidence, target_fpr: float) -> dict:
-    """p_value, detected (model-level verdict) and verification_rate (per query), plus bit_acc for bits."""
+def summarise(ev: Evidence, target_fpr: float, query_fprs=()) -> dict:
+    """p_value, detected (model-level verdict) and verification_rate (per query), plus bit_acc for bits.
+
+    For bits, `query_fprs` adds `query_rate@<fpr>`: the fraction of queries whose own matches reach the
+    per-query threshold at that FPR (SleeperMark's TPR@1e-6 is `query_rate@1e-06` on a marked model)."""
     if ev.kind == "scores":
         return _summarise_scores(ev, target_fpr)
     if ev.kind != "bits":
@@ -51,6 +54,9 @@ def summarise(ev: Evidence, target_fpr: float) -> dict:
         "verification_rate": float((per_query >= k).float().mean()),
         "n_queries": n_queries,
         "n_bits": n_bits,
+        "matches": matches,
+        **{f"query_rate@{fpr:g}": float((per_query >= match_threshold(n_bits, fpr)).float().mean())
+           for fpr in query_fprs},
     }
 
 
@@ -69,8 +75,10 @@ def _summarise_scores(ev: Evidence, target_fpr: float) -> dict:
         "detection_rate": float(matches.float().mean()),
         "verification_rate": float(matches.float().mean()),
         "mean_score": float(ev.scores.float().mean()) if ev.scores is not None else None,
+        "scores": [round(float(x), 6) for x in ev.scores.float()] if ev.scores is not None else None,
         "null_match_prob": p0,
         "n_queries": n,
+        "matches": k,
     }
 
 
@@ -80,3 +88,16 @@ def first_removal(curve: list[dict]) -> int | None:
         if not point["detected"]:
             return point["step"]
     return None
+
+
+def removal_interval(curve: list[dict]) -> dict:
+    """The removal time as a censored observation on the checkpoint schedule, in budget units.
+
+    Removed: it happened in (lower, upper], lower the budget of the last checkpoint detected before
+    the first negative verdict, upper that checkpoint's budget (lower is None when even the unattacked
+    model is not detected). Survived: right-censored at the last checkpoint (`lower` = its budget,
+    `upper` None)."""
+    for i, point in enumerate(curve):
+        if not point["detected"]:
+            return {"lower": curve[i - 1]["budget"] if i > 0 else None, "upper": point["budget"], "event": True}
+    return {"lower": curve[-1]["budget"], "upper": None, "event": False}

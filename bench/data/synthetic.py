@@ -40,8 +40,11 @@ def shapes(n: int, resolution: int, seed: int, name: str, shapes_: tuple[str, ..
 
 
 def micro_data(resolution: int = 32, n_owner: int = 256, n_attacker: int = 256, n_holdout: int = 64,
-               seed: int = 0) -> WorldData:
-    """Owner data: all shapes; attacker data: squares and bars from another seed; hold-out: all shapes."""
+               n_attacker_holdout: int = 64, seed: int = 0) -> WorldData:
+    """Owner data: all shapes; attacker data: squares and bars from another seed (and as many again,
+    drawn apart, held out); hold-out: all shapes."""
     return WorldData(owner=shapes(n_owner, resolution, seed, "owner"),
                      attacker=shapes(n_attacker, resolution, seed, "attacker", ("square", "bar")),
-                     holdout=shapes(n_holdout, resolution, seed, "holdout"))
+                     holdout=shapes(n_holdout, resolution, seed, "holdout"),
+                     attacker_holdout=shapes(n_attacker_holdout, resolution, seed, "attacker-holdout",
+                                             ("square", "bar")))

@@ -15,7 +15,7 @@ from bench.data.base import CaptionedImages
 from bench.data.common import class_captions, gray_to_rgb, subset_indices
 from bench.data.fashion_mnist import CLASS_PHRASES, TEMPLATES, read_fashion_mnist
 from bench.data.mnist import load_mnist
-from bench.data.world_data import WorldData
+from bench.data.world_data import WorldData, disjoint
 from bench.errors import ConfigError
 
 PRETRAIN = slice(0, 50_000)
@@ -34,17 +34,20 @@ def fashion(split: str, rows: slice | None, resolution: int, n: int | None, seed
 
 
 def tiny_data(resolution: int = 32, attacker: str = "mnist", n_owner: int = 2000, n_attacker: int = 2000,
-              n_holdout: int = 1000, root: str | None = None, seed: int = 0) -> WorldData:
-    """Owner: Fashion-MNIST pre-training rows; attacker: `mnist` or `fashion_heldout`; hold-out: test split."""
+              n_holdout: int = 1000, n_attacker_holdout: int = 500, root: str | None = None,
+              seed: int = 0) -> WorldData:
+    """Owner: Fashion-MNIST pre-training rows; attacker: `mnist` or `fashion_heldout`, with
+    `n_attacker_holdout` other items of the same source held out; hold-out: the test split."""
     if attacker not in ("mnist", "fashion_heldout"):
         raise ConfigError(f"data.attacker must be 'mnist' or 'fashion_heldout' (got {attacker!r}).")
     owner, _ = fashion("train", PRETRAIN, resolution, n_owner, seed, root, "fashion-owner")
     holdout, _ = fashion("test", None, resolution, n_holdout, seed, root, "fashion-test")
     if attacker == "mnist":
-        attack = load_mnist(resolution, seed=seed, max_items=n_attacker)
+        pool = load_mnist(resolution, seed=seed)
     else:
-        attack, _ = fashion("train", HELDOUT, resolution, n_attacker, seed, root, "fashion-heldout")
-    return WorldData(owner=owner, attacker=attack, holdout=holdout)
+        pool, _ = fashion("train", HELDOUT, resolution, None, seed, root, "fashion-heldout")
+    attack, attack_holdout = disjoint(pool, n_attacker, n_attacker_holdout, seed)
+    return WorldData(owner=owner, attacker=attack, holdout=holdout, attacker_holdout=attack_holdout)
 
 
 def class_prompts() -> list[str]:

@@ -32,7 +32,11 @@ def test_coco_cub_without_roots_names_the_key_to_set(cub_root):
 
 def test_imagefolder_takes_a_root_per_split_or_one_for_all(imagefolder_root, tmp_path):
     data = _data(["data=imagefolder", f"data.roots.imagefolder={imagefolder_root}"])
-    assert len(data.owner) == len(data.attacker) == len(data.holdout) == 2
+    assert len(data.owner) == len(data.holdout) == 2
+    # without an attacker_holdout folder, a tenth of the attacker's images (at least one) is held out
+    assert len(data.attacker) == len(data.attacker_holdout) == 1
+    assert data.attacker[0][1] != data.attacker_holdout[0][1] or not torch.equal(data.attacker[0][0],
+                                                                              data.attacker_holdout[0][0])
     other = tmp_path / "other"
     other.mkdir()
     with pytest.raises(DatasetNotFoundError, match=f"{other}.*metadata.jsonl"):  # a split's own root wins over roots.imagefolder
