@@ -7,11 +7,14 @@ the tiny world and Stable Diffusion.
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
+
+GEN_BATCH = 16  # images per pipeline call by default (model.eval.gen_batch); also the noise chunk of `generate`
 
 
 def derive_seed(*parts) -> int:
@@ -33,17 +36,25 @@ def text_states(tokenizer, text_encoder, prompts: Sequence[str]) -> torch.Tensor
     return text_encoder(tok.input_ids.to(text_encoder.device))[0]
 
 
+def outside_autocast(device: torch.device):
+    """Autocast switched off, when a training loop's autocast is on (a no-op otherwise): the frozen encoders'
+    outputs, cached and shared by every stage, do not depend on the training precision."""
+    return torch.autocast(device.type, enabled=False) if torch.is_autocast_enabled(device.type) else nullcontext()
+
+
 @torch.no_grad()
 def encode_prompts(pipe, prompts: Sequence[str]) -> torch.Tensor:
     """The pipeline's text-encoder hidden states (B, L, D) for `prompts`, without gradients."""
-    return text_states(pipe.tokenizer, pipe.text_encoder, prompts)
+    with outside_autocast(pipe.text_encoder.device):
+        return text_states(pipe.tokenizer, pipe.text_encoder, prompts)
 
 
 @torch.no_grad()
 def encode_images(pipe, images: torch.Tensor) -> torch.Tensor:
     """Scaled VAE latents of images in [-1, 1]. Uses the posterior mean, so it is deterministic."""
     vae = pipe.vae
-    latents = vae.encode(images.to(vae.device, vae.dtype)).latent_dist.mean
+    with outside_autocast(vae.device):
+        latents = vae.encode(images.to(vae.device, vae.dtype)).latent_dist.mean
     return latents * vae.config.scaling_factor
 
 
@@ -62,9 +73,12 @@ def sample_noise_and_t(latents: torch.Tensor, n_train_timesteps: int, gen: torch
 
 
 def eps_prediction(unet, scheduler, latents, noise, t, text_emb) -> torch.Tensor:
-    """The UNet's noise prediction at the noised latents x_t = sqrt(abar) x0 + sqrt(1-abar) eps."""
-    noisy = scheduler.add_noise(latents, noise, t)
-    return unet(noisy, t, encoder_hidden_states=text_emb).sample
+    """The UNet's noise prediction at the noised latents x_t = sqrt(abar) x0 + sqrt(1-abar) eps.
+
+    Inputs are cast to the UNet's dtype (a no-op when they match): an fp32 trainable copy in a world
+    loaded in fp16 / bf16 (SD on a GPU) gets that world's half-precision latents and text states."""
+    noisy, dtype = scheduler.add_noise(latents, noise, t), next(unet.parameters()).dtype
+    return unet(noisy.to(dtype), t, encoder_hidden_states=text_emb.to(dtype)).sample
 
 
 def denoising_loss(unet, scheduler, latents, noise, t, text_emb, reduce: bool = True) -> torch.Tensor:
@@ -74,16 +88,27 @@ def denoising_loss(unet, scheduler, latents, noise, t, text_emb, reduce: bool = 
     return per_sample.mean() if reduce else per_sample
 
 
+def initial_noise(pipe, n: int, seed: int, resolution: int) -> torch.Tensor:
+    """The starting latents (n, C, h, w) of `generate`, on the CPU: image i's noise depends on (seed, i) only,
+    drawn in chunks of GEN_BATCH images (chunk k from derive_seed(seed, k * GEN_BATCH)), whatever the batch size."""
+    side = resolution // pipe.vae_scale_factor
+    chunks = []
+    for start in range(0, n, GEN_BATCH):
+        gen = torch.Generator("cpu").manual_seed(derive_seed(seed, start))
+        chunks.append(torch.randn((min(GEN_BATCH, n - start), pipe.unet.config.in_channels, side, side), generator=gen))
+    return torch.cat(chunks) if chunks else torch.empty(0)
+
+
 @torch.no_grad()
 def generate(pipe, prompts: Sequence[str], seed: int, steps: int, guidance_scale: float,
-             resolution: int, batch_size: int = 16) -> torch.Tensor:
-    """Images (N, 3, H, W) in [0, 1] for `prompts`, deterministic for a given seed."""
+             resolution: int, batch_size: int = GEN_BATCH) -> torch.Tensor:
+    """Images (N, 3, H, W) in [0, 1] for `prompts`, deterministic for a given seed, `batch_size` prompts per
+    pipeline call (in the pipeline's precision). The noise does not depend on the batch size (`initial_noise`)."""
     out = []
+    noise = initial_noise(pipe, len(prompts), seed, resolution)
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start:start + batch_size])
-        gen = torch.Generator("cpu").manual_seed(derive_seed(seed, start))
-        latents = torch.randn((len(chunk), pipe.unet.config.in_channels, resolution // pipe.vae_scale_factor,
-                               resolution // pipe.vae_scale_factor), generator=gen)
+        latents = noise[start:start + batch_size]
         images = pipe(chunk, num_inference_steps=steps, guidance_scale=guidance_scale, height=resolution,
                       width=resolution, latents=latents.to(pipe.device, pipe.unet.dtype), output_type="pt",
                       return_dict=True).images

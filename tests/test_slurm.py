@@ -7,6 +7,7 @@ is not running. `.ci/run` starts it first."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -80,6 +81,22 @@ def test_sweep_records_carry_slurm_job_ids(sweep):
     assert "leaderboard:" in proc.stdout
 
 
+def test_jobs_request_the_configured_resources(sweep):
+    """hydra.launcher.gpus_per_node / cpus_per_task / mem_gb (SLURM above: 0 GPUs, the local node has none) are in
+    the sbatch script submitit wrote and in the scheduler's record of the array (right after the sweep ended, well
+    within slurmctld's MinJobAge of 300 s)."""
+    results, _ = sweep
+    (script,) = (results / "slurm").rglob("*_submission.sh")  # the sweep is one array of four tasks
+    text = script.read_text()
+    for flag in ("--gpus-per-node=0", "--cpus-per-task=1", "--mem=1GB", "--array=0-3%4", "--requeue"):
+        assert f"#SBATCH {flag}\n" in text, flag
+    job = script.name.split("_")[0]
+    shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, timeout=30).stdout
+    cpus, mem = re.findall(r"CPUs/Task=(\S+)", shown), re.findall(r"MinMemoryNode=(\S+)", shown)
+    assert cpus and set(cpus) == {"1"} and set(mem) == {"1G"}, shown[-2000:]
+    assert "gres/gpu" not in shown
+
+
 def test_concurrent_jobs_build_each_shared_stage_once(sweep):
     results, _ = sweep
     cache, recs = results / "cache", records(results).values()
@@ -138,7 +155,7 @@ def test_failed_job_leaves_leaderboard_with_failed_row(sweep, tmp_path):
     proc = bench_cli(args, tmp_path / "results", results / "cache", timeout=3600)
     assert proc.returncode == 1 and "1 of 2 jobs did not complete" in proc.stderr  # the jobs ran elsewhere
     status = {r["attack"]: r["status"] for r in records(tmp_path / "results").values()}
-    assert status == {"none": "complete", "full_ft": "failed"}
+    assert status == {"none": "complete", "huge": "failed"}  # the YAML's name, also in jobs run by SLURM
     df = pd.read_csv(tmp_path / "results" / "leaderboard.csv").set_index("attack")
-    assert df.loc["none", "status"] == "complete" and df.loc["full_ft", "status"] == "failed"
-    assert "memory" in df.loc["full_ft", "error"] or "allocate" in df.loc["full_ft", "error"]
+    assert df.loc["none", "status"] == "complete" and df.loc["huge", "status"] == "failed"
+    assert "memory" in df.loc["huge", "error"] or "allocate" in df.loc["huge", "error"]

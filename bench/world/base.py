@@ -19,8 +19,9 @@ import transformers
 from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file, save_file
 
-from bench.diffusion import EncodedDataset
+from bench.diffusion import GEN_BATCH, EncodedDataset
 from bench.errors import CheckpointError, ConfigError
+from bench.training import TrainSettings
 
 log = logging.getLogger(__name__)
 diffusers.utils.logging.disable_progress_bar()   # per-component loading bars drown the stage logs
@@ -66,6 +67,8 @@ class World:
     meta: dict = field(default_factory=dict)
     data: object = None  # bench.data.world_data.WorldData
     _encoded: dict = field(default_factory=dict)
+    training: TrainSettings = field(default_factory=TrainSettings)  # precision etc. of every training loop
+    gen_batch: int = GEN_BATCH  # images per pipeline call (verification queries, FID / CLIP images)
 
     def encoded(self, split: str) -> EncodedDataset:
         """The world's `owner`, `attacker` or `holdout` data, encoded once per process."""
@@ -89,11 +92,14 @@ class World:
         return pipe
 
     def fresh_unet(self, state: dict[str, torch.Tensor] | None = None):
-        """A trainable copy of the base UNet (fp32), optionally with `state` loaded into it."""
+        """A trainable copy of the base UNet (fp32: the master weights of mixed-precision training), optionally
+        with `state` loaded into it; with gradient checkpointing when the world's training settings ask for it."""
         unet = copy.deepcopy(self.pipe.unet).float()
         if state is not None:
             unet.load_state_dict(state)
         unet.requires_grad_(True)
+        if self.training.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
         return unet
 
     def fresh_text_encoder(self, state: dict[str, torch.Tensor] | None = None):
@@ -140,6 +146,29 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+SDPA_PROCESSORS = ("AttnProcessor2_0", "FusedAttnProcessor2_0", "AttnAddedKVProcessor2_0")  # F.scaled_dot_product_attention
+
+
+def attention_report(pipe) -> dict:
+    """Which attention kernels the pipeline uses: the UNet's processor classes (diffusers picks AttnProcessor2_0,
+    i.e. torch's scaled_dot_product_attention, on torch 2) and the text encoder's attention implementation."""
+    names = sorted({type(p).__name__ for p in pipe.unet.attn_processors.values()})
+    text = getattr(pipe.text_encoder.config, "_attn_implementation", None)
+    return {"unet": names, "unet_sdpa": bool(names) and all(n in SDPA_PROCESSORS for n in names), "text_encoder": text}
+
+
+def check_sdpa(pipe) -> dict:
+    """Log the attention kernels (see `attention_report`); warn when the UNet does not use SDPA."""
+    report = attention_report(pipe)
+    if report["unet_sdpa"]:
+        log.info("attention: UNet %s (torch scaled_dot_product_attention) in %d layers; text encoder: %s",
+                 "/".join(report["unet"]), len(pipe.unet.attn_processors), report["text_encoder"])
+    else:
+        log.warning("attention: the UNet uses %s, not torch's SDPA (AttnProcessor2_0): training and sampling will be "
+                    "slower and take more memory", report["unet"])
+    return report
+
+
 def load_world(folder: Path | str, sampling: Sampling, address: str, device: torch.device,
                precision: str = "fp32", clip_path: str | None = None, meta: dict | None = None) -> World:
     """Load a StableDiffusionPipeline folder (or hub id) into a frozen World on `device`."""
@@ -156,6 +185,7 @@ def load_world(folder: Path | str, sampling: Sampling, address: str, device: tor
     for part in (pipe.unet, pipe.vae, pipe.text_encoder):
         part.requires_grad_(False).eval()
     pipe.set_progress_bar_config(disable=True)
+    check_sdpa(pipe)
     return World(pipe=pipe, clip_path=clip_path, sampling=sampling, address=address, device=device, meta=meta or {})
 
 

@@ -71,8 +71,8 @@ class MicroModel(ModelSpec):
     def __init__(self, resolution: int = 32, seed: int = 0, unet_channels=(32, 64), vae_channels=(16, 32, 32),
                  text_dim: int = 32, vae_steps: int = 100, vae_lr: float = 2e-3, sampling: dict | None = None,
                  precision: str = "fp32", name: str = "micro", scale: str = "micro", eval: dict | None = None,
-                 unet_weights: str | None = None):
-        super().__init__(name, scale, resolution, precision, sampling, eval, unet_weights)
+                 unet_weights: str | None = None, **training):
+        super().__init__(name, scale, resolution, precision, sampling, eval, unet_weights, **training)
         self.seed = seed
         self.unet_channels, self.vae_channels = tuple(unet_channels), tuple(vae_channels)
         self.text_dim, self.vae_steps, self.vae_lr = text_dim, vae_steps, vae_lr

@@ -28,7 +28,7 @@ class PretrainedModel(ModelSpec):
 
     def __init__(self, path: str, clip_path: str | None = None, name: str = "sd15", scale: str = "sd",
                  resolution: int = 512, precision: str = "fp16", sampling: dict | None = None,
-                 eval: dict | None = None, unet_weights: str | None = None):
-        super().__init__(name, scale, resolution, precision, sampling, eval, unet_weights)
+                 eval: dict | None = None, unet_weights: str | None = None, **training):
+        super().__init__(name, scale, resolution, precision, sampling, eval, unet_weights, **training)
         self.path = check_local(str(path), "model.path", "model.path")
         self.clip_path = check_local(str(clip_path), "CLIP model", "model.clip_path") if clip_path else None

@@ -1,10 +1,12 @@
-"""What every model config shares: name, scale, precision, sampling, and optional UNet weights."""
+"""What every model config shares: name, scale, precision, sampling, training settings, and optional UNet weights."""
 from __future__ import annotations
 
 from pathlib import Path
 
+from bench.diffusion import GEN_BATCH
+from bench.training import TrainSettings, check_training
 from bench.world.base import DTYPES, Sampling, read_weights
-from methods.base import require
+from bench.errors import require
 
 
 class ModelSpec:
@@ -13,16 +15,29 @@ class ModelSpec:
     `unet_weights`: a .safetensors (or weights-only torch) file loaded over the model's UNet,
     for example a suspect model to verify. It is checked when the config is instantiated, so a
     missing, corrupt or pickle-based file is refused before any work.
+
+    Training settings (every embedding and attack loop of the world, `bench.training.Amp`):
+    `train_precision` fp32 (default) | bf16 | fp16 (autocast, fp32 master weights; fp16 with a
+    gradient scaler, GPU only), `gradient_checkpointing`, `optimizer` adamw | adamw8bit.
+    `eval.gen_batch`: images per pipeline call when generating (verification, FID, CLIP score).
     """
 
     built = False
     version = "1"
 
     def __init__(self, name: str, scale: str, resolution: int, precision: str = "fp32", sampling: dict | None = None,
-                 eval: dict | None = None, unet_weights: str | None = None):
+                 eval: dict | None = None, unet_weights: str | None = None, train_precision: str = "fp32",
+                 gradient_checkpointing: bool = False, optimizer: str = "adamw"):
         require(precision in DTYPES, f"model.precision must be one of {sorted(DTYPES)} (got {precision!r}).")
         require(resolution >= 8 and resolution % 8 == 0,
                 f"model.resolution must be a positive multiple of 8 (got {resolution}).")
+        check_training(train_precision, optimizer)
+        require(isinstance(gradient_checkpointing, bool),
+                f"model.gradient_checkpointing must be true or false (got {gradient_checkpointing!r}).")
+        self.gen_batch = (eval or {}).get("gen_batch", GEN_BATCH)
+        require(isinstance(self.gen_batch, int) and not isinstance(self.gen_batch, bool) and self.gen_batch >= 1,
+                f"model.eval.gen_batch must be a positive integer (images per pipeline call; got {self.gen_batch!r}).")
+        self.training = TrainSettings(train_precision, gradient_checkpointing, optimizer)
         self.name, self.scale, self.resolution, self.precision = name, scale, resolution, precision
         self.sampling = Sampling(**(sampling or {"resolution": resolution}))
         self.unet_weights = str(Path(unet_weights).resolve()) if unet_weights else None

@@ -113,8 +113,9 @@ class TinyModel(ModelSpec):
     def __init__(self, resolution: int = 32, seed: int = 0, data_root: str | None = None, n_pretrain: int = 50_000,
                  max_text_length: int = 16, clip: dict | None = None, vae: dict | None = None,
                  unet: dict | None = None, sampling: dict | None = None, precision: str = "fp32",
-                 name: str = "tiny", scale: str = "tiny", eval: dict | None = None, unet_weights: str | None = None):
-        super().__init__(name, scale, resolution, precision, sampling, eval, unet_weights)
+                 name: str = "tiny", scale: str = "tiny", eval: dict | None = None, unet_weights: str | None = None,
+                 **training):
+        super().__init__(name, scale, resolution, precision, sampling, eval, unet_weights, **training)
         self.seed, self.data_root, self.n_pretrain, self.max_text_length = seed, data_root, n_pretrain, max_text_length
         self.clip_cfg = {"width": 64, "layers": 3, "patch": 8, "steps": 400, "batch": 128, "lr": 1e-3, **(clip or {})}
         self.vae_cfg = {"channels": [16, 32, 32], "steps": 600, "batch": 32, "lr": 2e-3, "kl": 1e-6, **(vae or {})}
