@@ -1,0 +1,289 @@
+"""False-positive rates and ROC curves on null models that never saw the key.
+
+    python -m bench.roc [RESULTS_DIR] [--independent 3] [--indep-steps 1500] [--other-worlds 1]
+
+For every method variant with K >= 2 seeds in RESULTS_DIR's records (one model, data, method and
+metric settings; the attacks may differ), each seed's key i is verified, with the runs' own
+verification settings and query seed, on:
+
+* **positives**: its own watermarked model, and the final checkpoint of every attack run on it;
+* **cross-key nulls**: the models marked with every other key j != i (the watermarked model and
+  the final checkpoint of each of its attacks): K (K - 1) x (1 + attacks) entries, free since the
+  models exist;
+* **independent nulls** (`bench.nulls`): UNets trained from other initialisations on the world's
+  own data, their full fine-tunes and distillates, and the base and fine-tuned UNets of worlds
+  built with another `model.seed` (verified in their own pipeline);
+* the runs' own nulls: the base model and the base model after each attack.
+
+The test statistic is the method's own: -log10 of its p-value (the exact binomial test on the
+voted bits for bit methods, the binomial test of the match count against p0 for the others). Per
+method and positive set it writes AUC (Mann-Whitney), TPR at 1% and 0.1% empirical FPR (the
+largest threshold that at most that fraction of nulls exceeds; with fewer than 1,000 nulls the
+0.1% point is the threshold above every null), the empirical FPR at the configured target (the
+fraction of nulls the verdict calls watermarked) with its exact Clopper-Pearson interval, and the
+raw score distributions (AIAO's cosines, ActiveMark's per-query bit scores, the bit methods'
+voted matches), into RESULTS_DIR/roc/: `roc_summary.csv` / `.md`, per method
+`<model>_<method>.csv` (every verification) and `roc_<model>_<method>.png`.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from bench.aggregate import clopper_pearson, current, identity_of, row_labels
+from bench.errors import BenchError
+from bench.record import load_records
+
+log = logging.getLogger("bench.roc")
+NULL_ATTACKS = ("full_ft", "distill")
+
+
+def statistic(summary: dict) -> float:
+    return -math.log10(max(summary["p_value"], 1e-300))
+
+
+def groups(records: list[dict]) -> dict[tuple, dict[int, list[dict]]]:
+    """(model, data, method, metrics labels) -> {seed: that seed's complete records with a key}."""
+    records, _ = current([r for r in records if r["status"] == "complete" and r.get("models") and r.get("key")
+                          and r["key"].get("folder")])
+    labels = row_labels(records)
+    out: dict[tuple, dict[int, list[dict]]] = {}
+    for rec in records:
+        lab = labels[identity_of(rec)["group"]]
+        out.setdefault((lab["model"], lab["data"], lab["method"], lab["metrics"]), {}).setdefault(
+            rec["seed"], []).append(rec)
+    return {k: v for k, v in out.items() if len(v) >= 2}
+
+
+class Verifier:
+    """Verification of any (key, model) pair with one method group's settings, through the verify cache."""
+
+    def __init__(self, rec: dict, cache, world):
+        from omegaconf import OmegaConf
+
+        from bench.runner import build
+        cfg = OmegaConf.create(rec["config"])
+        self.method = build(cfg.method, "method")
+        self.verification = build(cfg.metrics.verification, "metrics")
+        self.cache, self.world, self.data_cfg = cache, world, rec["config"]["data"]
+
+    def __call__(self, rec: dict, ref, world=None) -> dict:
+        from bench.metrics.base import EvalContext
+        from methods.base import Key
+        folder = Path(rec["key"]["folder"])
+        if not folder.is_dir():
+            folder = self.cache.path_for("embed", rec["key"]["address"]) / "key"
+        ctx = EvalContext(world=world or self.world, method=self.method, key=Key.load(folder),
+                          key_address=rec["key"]["address"], cache=self.cache, seed=rec["seed"],
+                          data_key=self.data_cfg, base=ref, watermarked=ref, attacked=[], null_attacked=[])
+        return self.verification._verify(ctx, ref)
+
+
+def model_ref(cache, entry: dict):
+    from bench.metrics.base import ModelRef
+    return ModelRef(entry["address"], cache.root / entry["weights"] if entry.get("weights") else None)
+
+
+def marked_models(cache, recs: list[dict]) -> list[tuple[str, object]]:
+    """(role, model) for one seed: the watermarked model and every attack's final checkpoint."""
+    out = [("watermarked", model_ref(cache, recs[0]["models"]["watermarked"]))]
+    for rec in recs:
+        if len(rec["models"]["checkpoints"]) > 1:
+            out.append((f"attacked:{rec['identity']['labels']['attack']}", model_ref(cache, rec["models"]["checkpoints"][-1])))
+    return out
+
+
+def base_nulls(cache, recs: list[dict]) -> list[tuple[str, object]]:
+    """The runs' own nulls for one seed: the base model and the base after each attack (final checkpoint)."""
+    out = [("base", model_ref(cache, {"address": recs[0]["models"]["null_checkpoints"][0]["address"]}))]
+    for rec in recs:
+        if len(rec["models"]["null_checkpoints"]) > 1:
+            out.append((f"base+{rec['identity']['labels']['attack']}", model_ref(cache, rec["models"]["null_checkpoints"][-1])))
+    return out
+
+
+def independent_nulls(rec: dict, cache, world, n: int, steps: int, n_worlds: int) -> list[tuple[str, object, object]]:
+    """(role, model, world) for the independent null models (built once, cached)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import bench.config  # noqa: F401
+    from bench.identity import CONF
+    from bench.metrics.base import ModelRef
+    from bench.nulls import independent_unet
+    from bench.runner import build
+    from bench.stages import attack_stage, world_stage
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        attacks = {a: compose("config", overrides=[f"model={rec['model']}", f"attack={a}"]).attack for a in NULL_ATTACKS}
+    out = []
+
+    def attacked(w, ref, role):
+        for name, node in attacks.items():
+            refs, _ = attack_stage(cache, w, ref, build(node, "attack"), OmegaConf.to_container(node, resolve=True),
+                                   rec["config"]["data"])
+            out.append((f"{role}+{name}", refs[-1], w))
+
+    for k in range(n):
+        ref = independent_unet(cache, world, seed=5000 + k, steps=steps)
+        out.append(("independent", ref, world))
+        attacked(world, ref, "independent")
+    for k in range(n_worlds):
+        model_cfg = OmegaConf.create({**rec["config"]["model"], "seed": rec["config"]["model"]["seed"] + 1 + k})
+        other, _ = world_stage(cache, build(model_cfg, "model"), OmegaConf.to_container(model_cfg), world.data,
+                               world.device)
+        out.append(("other-world", ModelRef(other.address), other))
+        attacked(other, ModelRef(other.address), "other-world")
+    return out
+
+
+def roc_points(pos: np.ndarray, neg: np.ndarray) -> pd.DataFrame:
+    """(threshold, fpr, tpr) for 'detected when the statistic exceeds the threshold'."""
+    thresholds = np.unique(np.concatenate([pos, neg, [np.inf]]))[::-1]
+    rows = [(math.inf, 0.0, 0.0)] + [(t, float((neg >= t).mean()), float((pos >= t).mean())) for t in thresholds[1:]]
+    return pd.DataFrame(rows, columns=["threshold", "fpr", "tpr"])
+
+
+def tpr_at(pos: np.ndarray, neg: np.ndarray, alpha: float) -> float:
+    """TPR at the largest threshold that at most a fraction `alpha` of the nulls exceed."""
+    allowed = int(math.floor(alpha * len(neg)))
+    tau = np.sort(neg)[::-1][min(allowed, len(neg) - 1)]
+    return float((pos > tau).mean())
+
+
+def summary_rows(rows: pd.DataFrame, target: float) -> list[dict]:
+    """Per positive set: n, AUC, TPR at 1% and 0.1% FPR, and the empirical FPR at the target with its interval."""
+    neg = rows[~rows.positive]
+    k, n = int(neg.detected.sum()), len(neg)
+    lo, hi = clopper_pearson(k, n)
+    out = []
+    for role, pos in rows[rows.positive].groupby("role"):
+        p, q = pos.statistic.to_numpy(), neg.statistic.to_numpy()
+        auc = float(stats.mannwhitneyu(p, q).statistic / (len(p) * len(q)))
+        out.append({"positives": role, "n_pos": len(p), "n_null": n, "auc": auc, "tpr@1%": tpr_at(p, q, 0.01),
+                    "tpr@0.1%": tpr_at(p, q, 0.001), "tpr@target": float(pos.detected.mean()),
+                    "target_fpr": target, "null_detected": k, "fpr": k / n, "fpr_ci_low": lo, "fpr_ci_high": hi})
+    return out
+
+
+def plot(rows: pd.DataFrame, path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    neg = rows[~rows.positive]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for role, pos in rows[rows.positive].groupby("role"):
+        pts = roc_points(pos.statistic.to_numpy(), neg.statistic.to_numpy())
+        left.step(pts.fpr, pts.tpr, where="post", label=f"{role} (n={len(pos)})")
+    left.set(xscale="symlog", xlim=(0, 1), ylim=(0, 1.02), xlabel=f"FPR (n null = {len(neg)})", ylabel="TPR",
+             title=f"{title}: ROC on -log10 p")
+    left.set_xscale("symlog", linthresh=1e-3)
+    left.legend(fontsize=6)
+    scores = [(r, s) for r, s in zip(rows.role, rows.scores) if isinstance(s, list)]
+    if scores:  # per-query raw scores (cosines, bit scores)
+        null_s = [x for (r, s), pos in zip(scores, rows.positive) if not pos for x in s]
+        pos_s = [x for (r, s), pos in zip(scores, rows.positive) if pos and r == "watermarked" for x in s]
+        right.hist(null_s, bins=40, alpha=0.6, density=True, label=f"nulls ({len(null_s)} queries)")
+        right.hist(pos_s, bins=40, alpha=0.6, density=True, label=f"watermarked ({len(pos_s)} queries)")
+        right.set(xlabel="per-query score", title="raw scores")
+    else:  # bit methods: the voted matches, the test statistic
+        right.hist(rows[~rows.positive].matches, bins=20, alpha=0.6, density=True, label="nulls")
+        right.hist(rows[rows.role == "watermarked"].matches, bins=20, alpha=0.6, density=True, label="watermarked")
+        right.set(xlabel="voted bits matching the key", title="test statistic")
+    right.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def measure(results: Path, n_indep: int, indep_steps: int, n_worlds: int, only: list[str]) -> pd.DataFrame:
+    """Verify every key on positives and nulls; write the per-method files and return the summary."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from bench.cache import Cache
+    from bench.runner import build
+    from bench.stages import world_stage
+    from bench.world.base import resolve_device
+    from omegaconf import OmegaConf
+
+    torch.set_grad_enabled(True)
+    found = groups(load_records(results))
+    if only:
+        found = {k: v for k, v in found.items() if k[2].split("[")[0] in only}
+    if not found:
+        raise BenchError(f"No method in {results / 'records'} has complete records for two or more seeds of one "
+                         "configuration, so there are no cross-key nulls. Run the seeds first, e.g. python -m bench "
+                         "experiment=seeds5 method=watermarkdm attack=full_ft -m")
+    out_dir = results / "roc"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary, worlds, nulls = [], {}, {}
+    for (model, data, method, metrics), seeds in sorted(found.items()):
+        first = next(iter(seeds.values()))[0]
+        cfg = OmegaConf.create(first["config"])
+        cache = Cache(first["config"]["paths"]["cache_dir"])
+        wkey = (model, data)
+        if wkey not in worlds:
+            world, _ = world_stage(cache, build(cfg.model, "model"), first["config"]["model"], build(cfg.data, "data"),
+                                   resolve_device("auto"))
+            worlds[wkey] = world
+            nulls[wkey] = independent_nulls(first, cache, world, n_indep, indep_steps, n_worlds)
+        world, verify = worlds[wkey], Verifier(first, cache, worlds[wkey])
+        if verify.method.access == "none":
+            continue
+        rows = []
+        for seed, recs in tqdm(sorted(seeds.items()), desc=f"roc {method}"):
+            cases = [(role, ref, None, True) for role, ref in marked_models(cache, recs)]
+            cases += [(f"cross:{role.split(':')[0]}", ref, None, False) for other, orecs in seeds.items() if other != seed
+                      for role, ref in marked_models(cache, orecs)]
+            cases += [(role, ref, None, False) for role, ref in base_nulls(cache, recs)]
+            cases += [(role, ref, w, False) for role, ref, w in nulls[wkey]]
+            for role, ref, w, positive in cases:
+                s = verify(recs[0], ref, w)
+                rows.append({"key_seed": seed, "role": role, "model": ref.address, "positive": positive,
+                             "statistic": statistic(s), "p_value": s["p_value"], "detected": s["detected"],
+                             "matches": s.get("matches"), "scores": s.get("scores"),
+                             "bit_acc": s.get("bit_acc"), "verification_rate": s.get("verification_rate")})
+        df = pd.DataFrame(rows)
+        name = f"{model}_{method}"
+        df.drop(columns=["scores"]).to_csv(out_dir / f"{name}.csv", index=False)
+        plot(df, out_dir / f"roc_{name}.png", f"{model} / {method}")
+        for row in summary_rows(df, verify.verification.target_fpr):
+            summary.append({"model": model, "data": data, "method": method, "metrics": metrics, **row,
+                            "n_keys": len(seeds), "null_kinds": ", ".join(sorted(set(df[~df.positive].role.str.split(
+                                "+").str[0].str.split(":").str[0])))})
+    table = pd.DataFrame(summary)
+    table.to_csv(out_dir / "roc_summary.csv", index=False)
+    (out_dir / "roc_summary.md").write_text(table.to_markdown(index=False, floatfmt=".3g") + "\n")
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results_dir", nargs="?", default="results")
+    parser.add_argument("--independent", type=int, default=3, help="independently trained UNets (default 3)")
+    parser.add_argument("--indep-steps", type=int, default=1500, help="their training steps (default 1500)")
+    parser.add_argument("--other-worlds", type=int, default=1, help="worlds built with another model.seed (default 1)")
+    parser.add_argument("--method", action="append", default=[], help="only these methods (repeatable)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    try:
+        if min(args.independent, args.other_worlds) < 0 or args.indep_steps < 1:
+            raise BenchError("--independent and --other-worlds must be >= 0 and --indep-steps >= 1.")
+        table = measure(Path(args.results_dir), args.independent, args.indep_steps, args.other_worlds, args.method)
+    except BenchError as err:
+        print(f"\nerror: {err}\n", file=sys.stderr)
+        return 2
+    print(table.to_markdown(index=False, floatfmt=".3g"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""The owner's verdict on a suspect model: is my watermark in it?
+
+    python -m bench.verify KEY SUSPECT [--n-queries N] [--target-fpr F] [--seed S] [--out FILE.json]
+                                       [--device cpu|cuda|auto] [--cache DIR] [--method NAME]
+    python -m bench.verify export EMBED_FOLDER OUT_FOLDER
+
+KEY: an embed artifact folder (`<cache>/embed/<address>/`) or a folder written by `export` (never the
+marked weights). SUSPECT: a UNet weights file (.safetensors or weights-only torch; pickles are refused
+unread) or a diffusers folder (with `unet/`, or a `unet/` folder). The owner's world is rebuilt from the
+key's world.json and the method's verifier + `bench.stats.summarise` give the verdict (printed, and
+written as JSON). Bad inputs print one paragraph and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from bench.cache import Cache, address_of, write_json_atomic
+from bench.errors import BenchError, CheckpointError, ConfigError
+from bench.runner import build
+from bench.stages import world_stage
+from bench.stats import summarise
+from bench.world.base import read_weights, resolve_device, split_weights
+from methods.base import Key
+
+log = logging.getLogger("bench.verify")
+FORMAT = 1
+REEXPORT = "export it again from the embed artifact (`python -m bench.verify export EMBED OUT`)"
+# What each method family's verifier reads from a key: tensors ("x.*": some tensor under "x.") and meta keys
+KEY_NEEDS = {
+    "watermarkdm": (("bits",), ("trigger", "grid")),
+    "roma": (("bits",), ("trigger", "grid")),
+    "sleepermark": (("bits", "extractor.*"), ("trigger", "n_bits", "latent_shape", "extractor_channels")),
+    "aiao": (("mask.*", "pattern.*", "target.*"), ("paths", "tau", "per_query_fpr")),
+    "activemark": (("holdout_x", "holdout_t", "holdout_emb", "bits", "encoder.*", "decoder.*"),
+                   ("n_bits", "margin", "max_bit_errors", "block", "read_block", "dims", "hidden")),
+}
+
+
+def _now() -> str:
+    """The date and time, UTC, to the second."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _read_json(path: Path):
+    """A JSON file of a key folder, or a one-paragraph error naming it."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"The key folder's '{path}' is unreadable ({err}). The folder is damaged: "
+                          f"{REEXPORT}.") from None
+
+
+def load_key_source(folder: Path) -> dict:
+    """The key, method/data/world configs, seed and embed address of an embed folder or an exported folder."""
+    if folder.name == "key" and any((folder.parent / f).is_file() for f in ("key.json", "export.json")):
+        folder = folder.parent  # a record's key.folder: the key files inside the embed folder
+    kind = "export" if (folder / "export.json").is_file() else "embed" if (folder / "key.json").is_file() else None
+    if kind is None:
+        what = "it has neither export.json (a folder written by `python -m bench.verify export`) nor key.json (an " \
+               "embed artifact, <cache>/embed/<address>/)" if folder.is_dir() else "it does not exist"
+        raise ConfigError(f"'{folder}' is not a key folder: {what}. Pass the embed folder of a watermarked run (the "
+                          "parent of its record's key.folder) or an exported key folder.")
+    needed = ["key/key.safetensors", "key/key_meta.json", "world.json"]
+    needed += ["method.json", "data.json"] if kind == "export" else []
+    missing = [f for f in needed if not (folder / f).is_file()]
+    if missing:
+        raise ConfigError(f"The {kind} key folder '{folder}' is missing {', '.join(missing)}. Copy the whole "
+                          f"folder, or {REEXPORT}.")
+    try:
+        key = Key.load(folder / "key")
+    except Exception as err:  # safetensors and json raise several types
+        raise ConfigError(f"The key in '{folder / 'key'}' is unreadable ({err}); the folder is damaged: "
+                          f"{REEXPORT}.") from None
+    src = {"folder": str(folder.resolve()), "kind": kind, "key": key, "world": _read_json(folder / "world.json")}
+    if kind == "export":
+        meta = _read_json(folder / "export.json")
+        return {**src, "method": _read_json(folder / "method.json"), "data": _read_json(folder / "data.json"),
+                "seed": meta.get("seed"), "address": meta.get("embed_address")}
+    card = _read_json(folder / "key.json")  # the embed artifact's cache key: world, data, method config, seed
+    k = card["key"]
+    return {**src, "method": k.get("method"), "data": k.get("data"), "seed": k.get("seed"),
+            "address": address_of(card["stage"], card["version"], k)}
+
+
+def _not_this_method(name: str, folder: str, why: str) -> ConfigError:
+    """The one-paragraph "this key is not method X's" error."""
+    return ConfigError(f"The key in '{folder}' does not belong to method {name}: {why}. The key folder's method config "
+                       f"does not match its key files; pass the key folder the model was marked with, or {REEXPORT}.")
+
+
+def check_key_fits(method, key, folder: str) -> None:
+    """Refuse a key whose tensors / metadata are not those `method`'s verifier reads (KEY_NEEDS)."""
+    tensors, meta = KEY_NEEDS.get(method.name, ((), ()))
+    lacking = [t for t in tensors if not (any(k.startswith(t[:-1]) for k in key.tensors) if t.endswith(".*")
+                                          else t in key.tensors)]
+    lacking += [f"meta '{m}'" for m in meta if m not in key.meta]
+    if lacking:
+        raise _not_this_method(method.name, folder, f"it lacks {', '.join(lacking)}")
+
+
+def _state_diff(suspect: dict, reference: dict) -> list[str]:
+    """Missing, unexpected and differently shaped tensors, with at most 3 examples each."""
+    shared = sorted(set(suspect) & set(reference))
+    groups = {"missing tensors": sorted(set(reference) - set(suspect)),
+              "unexpected tensors": sorted(set(suspect) - set(reference)),
+              "tensors of another shape, suspect vs world": [f"{k}: {tuple(suspect[k].shape)} vs "
+                                                             f"{tuple(reference[k].shape)}" for k in shared
+                                                             if suspect[k].shape != reference[k].shape]}
+    return [f"{len(v)} {label} (e.g. {'; '.join(v[:3])})" for label, v in groups.items() if v]
+
+
+def check_architecture(unet_state: dict, text_state: dict | None, world, unet_config: dict | None) -> None:
+    """Refuse a suspect whose UNet (config or tensors) or text encoder differs from the key's world."""
+    diffs = []
+    if unet_config is not None:
+        mine, theirs = (json.loads(json.dumps(dict(c), default=str)) for c in (world.unet.config, unet_config))
+        diffs += [f"config {k}: {theirs[k]} vs {mine[k]}" for k in sorted(set(mine) & set(theirs))
+                  if not k.startswith("_") and theirs[k] != mine[k]][:3]
+    diffs += [f"UNet {d}" for d in _state_diff(unet_state, world.unet.state_dict())]
+    if text_state is not None:
+        diffs += [f"text encoder {d}" for d in _state_diff(text_state, world.pipe.text_encoder.state_dict())]
+    if diffs:
+        raise CheckpointError(f"The suspect's architecture does not match the key's world "
+                              f"({world.meta['model'].get('name')}, {world.address[:12]}): {'; '.join(diffs)}. A "
+                              "watermark can only be checked in a model of the marked architecture: pass the UNet "
+                              "fine-tuned from the key's base model.")
+
+
+def read_suspect(path: Path) -> tuple[dict, dict | None, dict | None]:
+    """(UNet state, text-encoder state or None, UNet config or None) of a weights file or a diffusers folder."""
+    if not path.exists():
+        raise CheckpointError(f"The suspect '{path}' does not exist. Pass a UNet weights file (.safetensors) or a "
+                              "diffusers folder (a pipeline folder with unet/, or the unet/ folder itself).")
+    if path.is_file():
+        return (*split_weights(read_weights(path)), None)
+    unet_dir = path / "unet" if (path / "unet").is_dir() else path
+    if not (unet_dir / "config.json").is_file() or not list(unet_dir.glob("*.safetensors")):
+        raise CheckpointError(f"'{unet_dir}' is not a diffusers UNet folder with safetensors weights (config.json "
+                              "and diffusion_pytorch_model.safetensors). Pickle-based .bin weights are never loaded: "
+                              "convert them on a trusted machine with save_pretrained(..., safe_serialization=True), "
+                              "or pass a .safetensors weights file.")
+    from diffusers import UNet2DConditionModel
+    try:
+        unet = UNet2DConditionModel.from_pretrained(str(unet_dir), use_safetensors=True)
+        text = None
+        if unet_dir != path and list((path / "text_encoder").glob("*.safetensors")):  # a pipeline's own text encoder
+            from transformers import CLIPTextModel
+            text = CLIPTextModel.from_pretrained(str(path / "text_encoder"), use_safetensors=True).state_dict()
+    except (OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"Could not load the diffusers folder '{path}': {err}. Re-save it with "
+                              "save_pretrained(..., safe_serialization=True).") from None
+    return unet.state_dict(), text, dict(unet.config)
+
+
+def out_path(suspect: Path, out: str | None) -> Path:
+    """--out, else `<results>/verify/<suspect name>.verify.json` (never inside the cache or beside the suspect)."""
+    if out:
+        return Path(out)
+    return Path(os.environ.get("BENCH_RESULTS", "results")) / "verify" / f"{suspect.resolve().name}.verify.json"
+
+
+def owner_world(src: dict, cache: str, device: str):
+    """The key's world, rebuilt from world.json's model config (found in the cache for built worlds)."""
+    model_cfg = src["world"]["model"]
+    data = build(OmegaConf.create(src["data"]), "data") if src["data"] else None
+    world, _ = world_stage(Cache(cache), build(OmegaConf.create(model_cfg), "model"), model_cfg, data,
+                           resolve_device(device))
+    if world.address != src["world"].get("address"):
+        log.warning("the rebuilt world %s is not the key's %s (code version changed?): the verdict may not hold",
+                    world.address[:12], str(src["world"].get("address"))[:12])
+    return world
+
+
+def run_verifier(method, world, unet, text_state, src: dict, n_queries: int, seed: int):
+    """The method's evidence on `unet`; a key the verifier cannot read is refused in one paragraph."""
+    torch.manual_seed(seed)
+    with world.text_encoder_as(text_state):
+        try:
+            return method.verify(world, unet, src["key"], n_queries, seed)
+        except (KeyError, IndexError) as err:
+            raise _not_this_method(method.name, src["folder"], f"its verifier needs {err}") from None
+        except RuntimeError as err:
+            if not any(w in str(err) for w in ("size", "shape", "dimension")):
+                raise
+            raise _not_this_method(method.name, src["folder"], f"a key tensor has the wrong shape ({err})") from None
+
+
+def verify(args) -> dict:
+    """Check the key, read the suspect, rebuild the world, verify; write the JSON and return it."""
+    start, suspect = time.perf_counter(), Path(args.suspect)
+    src, out = load_key_source(Path(args.key)), out_path(suspect, args.out)
+    if not isinstance(src["method"], dict) or not isinstance((src["world"] or {}).get("model"), dict):
+        raise ConfigError(f"The key folder '{src['folder']}' does not record its method or world config (an embedding "
+                          "made before world.json recorded the model). Re-run the embedding with this version.")
+    method = build(OmegaConf.create(src["method"]), "method")
+    if args.method and args.method != method.name:
+        raise ConfigError(f"The key in '{src['folder']}' was made by method {method.name} (its method config), not "
+                          f"{args.method} (--method). Pass a key of a {args.method} embedding, or drop --method.")
+    if method.access == "none":
+        raise ConfigError(f"method {method.name} has no verifier; pass the key of a watermarking method.")
+    check_key_fits(method, src["key"], src["folder"])
+    unet_state, text_state, unet_config = read_suspect(suspect)
+    timings = {"read": round(time.perf_counter() - start, 3)}
+    world = owner_world(src, args.cache, args.device)
+    timings["world"] = round(time.perf_counter() - start - timings["read"], 3)
+    check_architecture(unet_state, text_state, world, unet_config)
+    unet = world.fresh_unet(unet_state).requires_grad_(False).eval()
+    unet = unet if unet.dtype == world.unet.dtype else unet.to(world.unet.dtype)  # fresh_unet is fp32
+    n_queries = args.n_queries or (src["world"]["model"].get("eval") or {}).get("n_queries", 8)
+    t = time.perf_counter()
+    seed = args.seed if args.seed is not None else (src["seed"] if src["seed"] is not None else 0)
+    s = summarise(run_verifier(method, world, unet, text_state, src, n_queries, seed), args.target_fpr)
+    timings.update(verify=round(time.perf_counter() - t, 3), total=round(time.perf_counter() - start, 3))
+    result = {"method": method.name, "key": {k: src[k] for k in ("folder", "kind", "address", "seed")},
+              "suspect": str(suspect.resolve()), "suspect_kind": "file" if suspect.is_file() else "diffusers folder",
+              "text_encoder": text_state is not None, "world": world.address, "n_queries": s["n_queries"],
+              "target_fpr": args.target_fpr, "seed": seed, "p_value": s["p_value"], "detected": s["detected"],
+              "bit_acc": s["bit_acc"], "verification_rate": s["verification_rate"], "summary": s,
+              "timings": timings, "date": _now(), "out": str(out)}
+    write_json_atomic(out, result)
+    return result
+
+
+def export(embed: Path, out: Path) -> Path:
+    """Copy what verification needs (never the watermarked weights) into a new self-contained folder."""
+    src = load_key_source(embed)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"'{out}' exists and is not an empty folder; refusing to overwrite it. Pick a new folder.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"  # renamed into place when complete
+    try:
+        shutil.copytree(Path(src["folder"]) / "key", tmp / "key")
+        shutil.copy2(Path(src["folder"]) / "world.json", tmp / "world.json")
+        meta = {"format": FORMAT, "embed_address": src["address"], "seed": src["seed"], "date": _now()}
+        for name, obj in (("method", src["method"]), ("data", src["data"]), ("export", meta)):
+            (tmp / f"{name}.json").write_text(json.dumps(obj, indent=1))
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def report(r: dict) -> str:
+    """The human-readable verdict."""
+    s = r["summary"]
+    score = (f"bit accuracy {r['bit_acc']:.3f} ({s['matches']}/{s['n_bits']} bits after the vote)"
+             if r["bit_acc"] is not None else
+             f"verification rate {r['verification_rate']:.3f} ({s['matches']}/{s['n_queries']} queries match)")
+    mantissa, exponent = f"{r['target_fpr']:e}".split("e")  # 1e-3, not 0.001
+    fpr = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    return "\n".join([f"method:   {r['method']} (key {r['key']['folder']})", f"suspect:  {r['suspect']}",
+                      f"queries:  {r['n_queries']}, {score}", f"p-value:  {r['p_value']:.3g}",
+                      f"verdict:  {'DETECTED' if r['detected'] else 'not detected'} at FPR {fpr}",
+                      f"written:  {r['out']}"])
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The two commands: verify (KEY SUSPECT ...) and export (EMBED_FOLDER OUT_FOLDER)."""
+    if argv[:1] == ["export"]:
+        p = argparse.ArgumentParser(prog="python -m bench.verify export", description=export.__doc__)
+        p.add_argument("embed", type=Path)
+        p.add_argument("out", type=Path)
+        return p.parse_args(argv[1:])
+    p = argparse.ArgumentParser(prog="python -m bench.verify", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("key", help="an embed artifact folder or a folder written by `export`")
+    p.add_argument("suspect", help="a UNet weights file or a diffusers folder")
+    p.add_argument("--n-queries", type=int, default=None, help="default: the model config's eval.n_queries")
+    p.add_argument("--target-fpr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=None, help="query noise seed (default: the key's, as its run used)")
+    p.add_argument("--out", default=None, help="default: results/verify/<suspect name>.verify.json")
+    p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
+    p.add_argument("--cache", default=str(Path(os.environ.get("BENCH_RESULTS", "results")) / "cache"))
+    p.add_argument("--method", default=None, help="refuse unless the key belongs to this method")
+    args = p.parse_args(argv)
+    if (args.n_queries is not None and args.n_queries < 1) or not 0 < args.target_fpr < 1:
+        p.error("--n-queries must be at least 1 and --target-fpr in (0, 1)")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    """Run a command; a BenchError prints one paragraph and returns 2."""
+    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+    args = parse(argv)
+    try:
+        print(f"exported: {export(args.embed, args.out)}" if argv[:1] == ["export"] else report(verify(args)))
+    except BenchError as err:
+        print(f"\nerror: {err}\n", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,24 @@
+"""The committed tiny-world reference results (results/reference/) are what their records aggregate to."""
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+
+from bench.leaderboard import write_leaderboard
+from tests.helpers import ROOT
+
+REF = ROOT / "results" / "reference"
+
+
+def test_reaggregating_the_reference_records_reproduces_the_committed_tables(tmp_path):
+    records = sorted((REF / "records").glob("*/record.json"))
+    assert len(records) >= 150, "results/reference/records holds the five-seed tiny-world sweep"
+    shutil.copytree(REF / "records", tmp_path / "records")
+    write_leaderboard(tmp_path)
+    new, old = pd.read_csv(tmp_path / "leaderboard.csv"), pd.read_csv(REF / "leaderboard.csv")
+    assert list(new.columns) == list(old.columns)
+    pd.testing.assert_frame_equal(new.drop(columns=["error"], errors="ignore"),
+                                  old.drop(columns=["error"], errors="ignore"), check_exact=False, rtol=1e-9)
+    assert (tmp_path / "survival.md").read_text() == (REF / "survival.md").read_text()
+    assert (tmp_path / "leaderboard.md").read_text() == (REF / "leaderboard.md").read_text()
