@@ -19,3 +19,9 @@ class DatasetNotFoundError(BenchError):
 
 class CheckpointError(BenchError):
     """A weights file is missing, corrupt, or unsafe to load (pickle-based)."""
+
+
+def require(condition: bool, message: str) -> None:
+    """Raise a ConfigError with `message` unless `condition` holds (hyperparameter validation)."""
+    if not condition:
+        raise ConfigError(message)

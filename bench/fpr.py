@@ -45,15 +45,17 @@ def measure(cfg, n_keys: int, key_seed0: int) -> dict:
     cache = Cache(cfg.paths.cache_dir)
     world, _ = world_stage(cache, model, config["model"], data, resolve_device(cfg.device))
     base = ModelRef(world.address)
-    nulls = {"base": base, f"base+{attack.name}": attack_stage(cache, world, base, attack, config["attack"])[0][-1]}
+    card = method.card(config["method"])
+    nulls = {"base": base, f"base+{attack.name}": attack_stage(cache, world, base, attack, config["attack"], config["data"],
+                                                               card)[0][-1]}
     models = {name: ((world.unet, None) if ref.weights is None else world.load_model(ref.weights))
               for name, ref in nulls.items()}
     rows = []
     for seed in tqdm(range(key_seed0, key_seed0 + n_keys), desc=f"fpr {method.name}", mininterval=1.0):
         if getattr(method, "key_from_embedding", False):
-            _, key, key_address, _ = embed_stage(cache, world, method, config["method"], seed)
+            _, key, key_address, _ = embed_stage(cache, world, method, config["method"], seed, config["data"])
         else:
-            key_address = {"world": world.address, "method": config["method"], "seed": seed}
+            key_address = {"world": world.address, "data": config["data"], "method": config["method"], "seed": seed}
             key = None
         for name, ref in nulls.items():
             def compute(key=key, name=name, seed=seed) -> dict:

@@ -20,16 +20,22 @@ from omegaconf import DictConfig, OmegaConf
 from bench.cache import Cache
 from bench.errors import BenchError, ConfigError
 from bench.metrics.base import EvalContext, ModelRef
-from bench.record import provenance, read_record, record_path, run_id, write_record
-from bench.stages import attack_stage, embed_seconds, embed_stage, evaluate_stage, world_stage
+from bench.identity import check_label_collisions, plan, without_labels
+from bench.record import load_records, provenance, read_record, record_path, write_record
+from bench.samples import write_grid
+from bench.stages import attack_stage, embed_seconds, embed_stage, evaluate_stage, key_folder, world_stage
 from bench.world.base import resolve_device
 
 log = logging.getLogger(__name__)
-NOT_HASHED = ("paths", "logger", "device")  # settings that do not change a run's result
 
 
 def build(node: DictConfig, group: str):
-    """Instantiate a config node; turn constructor errors into one-paragraph ConfigErrors."""
+    """Instantiate a config node (its `label`, a display name, is not a constructor argument); turn
+    constructor errors into one-paragraph ConfigErrors."""
+    if "label" in node:
+        node = node.copy()
+        OmegaConf.set_struct(node, False)
+        node.pop("label")
     try:
         return instantiate(node, _convert_="all")
     except InstantiationException as err:
@@ -38,6 +44,13 @@ def build(node: DictConfig, group: str):
             raise cause from None
         raise ConfigError(f"The '{group}' config could not be instantiated: {cause or err}. Check the keys you "
                           f"overrode against conf/{group}/ (`python -m bench --help` lists the options).") from None
+
+
+def _ref(ref: ModelRef, cache: Cache) -> dict:
+    """A model of the run as the record lists it: its address, checkpoint and budget, and its weights file
+    relative to the cache (None: the base model), so tools (bench.roc) can verify it with other keys."""
+    weights = str(Path(ref.weights).resolve().relative_to(cache.root.resolve())) if ref.weights else None
+    return {"address": ref.address, "step": ref.step, "budget": ref.budget, "weights": weights}
 
 
 @contextmanager
@@ -49,42 +62,53 @@ def timed(timings: dict, stage: str):
     timings[stage]["seconds"] = round(time.perf_counter() - start, 3)
 
 
-def run(cfg: DictConfig) -> dict:
+def run(cfg: DictConfig, the_plan: dict | None = None) -> dict:
     """Run (or skip, if already complete) the experiment `cfg`; return its record."""
-    config = OmegaConf.to_container(cfg, resolve=True)
-    hashed = {k: v for k, v in config.items() if k not in NOT_HASHED}
-    device = resolve_device(cfg.device)
-    model, data = build(cfg.model, "model"), build(cfg.data, "data")
-    method, attack = build(cfg.method, "method"), build(cfg.attack, "attack")
-    collectors = {name: build(node, "metrics") for name, node in cfg.metrics.items()}
-    logger = build(cfg.logger, "logger") if "_target_" in cfg.logger else None
-    names = {"model": cfg.model.name, "method": method.name, "attack": attack.name, "seed": cfg.seed}
-    rid = run_id(names, hashed)
+    the_plan = the_plan or plan(cfg)
+    full = OmegaConf.to_container(cfg, resolve=True)
+    rid, config = the_plan["run_id"], without_labels(full)  # stage addresses never see a label
     path = record_path(Path(cfg.paths.records_dir), rid)
     previous = read_record(path)
     if previous and previous["status"] == "complete":
         log.info("%s is complete; nothing to do (%s)", rid, path)
         return previous
+    device = resolve_device(cfg.device)
+    model, data = build(cfg.model, "model"), build(cfg.data, "data")
+    method, attack = build(cfg.method, "method"), build(cfg.attack, "attack")
+    collectors = {name: build(node, "metrics") for name, node in cfg.metrics.items()}
+    logger = build(cfg.logger, "logger") if "_target_" in cfg.logger else None
+    check_label_collisions([the_plan] + load_records(Path(cfg.paths.records_dir)))
+    names = {"model": the_plan["names"]["model"], "method": the_plan["names"]["method"],
+             "attack": the_plan["names"]["attack"], "seed": cfg.seed}
 
     torch.manual_seed(cfg.seed)
     cache, timings, models = Cache(cfg.paths.cache_dir), {}, {}
     cache.sweep_stale()  # temporary folders of killed jobs (a live job's lock protects its own)
-    record = {"run_id": rid, **names, "status": "running", "config": config, "provenance": provenance()}
+    record = {"run_id": rid, **names, "status": "running", "identity": the_plan["identity"],
+              "versions": the_plan["versions"], "config": full, "provenance": provenance()}
     try:
         with timed(timings, "world") as t:
             world, t["built"] = world_stage(cache, model, config["model"], data, device)
         with timed(timings, "embed") as t:
-            marked, key, key_address, t["built"] = embed_stage(cache, world, method, config["method"], cfg.seed)
+            marked, key, key_address, t["built"] = embed_stage(cache, world, method, config["method"], cfg.seed,
+                                                               config["data"])
+            folder = key_folder(cache, key_address)
+            record["key"] = {"address": key_address, "folder": str(folder) if folder else None}
         with timed(timings, "attack") as t:
-            attacked, built = attack_stage(cache, world, marked, attack, config["attack"])
-            null_attacked, null_built = attack_stage(cache, world, ModelRef(world.address), attack, config["attack"])
+            card = method.card(config["method"])  # what the attacker may know of the method (never the key)
+            attacked, built = attack_stage(cache, world, marked, attack, config["attack"], config["data"], card)
+            null_attacked, null_built = attack_stage(cache, world, ModelRef(world.address), attack, config["attack"],
+                                                     config["data"], card)
             t["built"] = built or null_built
         with timed(timings, "evaluate"):
             ctx = EvalContext(world=world, method=method, key=key, key_address=key_address, cache=cache, seed=cfg.seed,
                               data_key=config["data"], base=null_attacked[0], watermarked=marked,
                               attacked=attacked, null_attacked=null_attacked)
             metrics, curves = evaluate_stage(ctx, collectors)
+            write_grid(ctx, path.parent)  # samples.png beside the record (the HTML report shows it)
             models = {"base": ctx.base.address, "watermarked": marked.address, "attacked": attacked[-1].address}
+            record["models"] = {"watermarked": _ref(marked, cache), "checkpoints": [_ref(r, cache) for r in attacked],
+                                "null_checkpoints": [_ref(r, cache) for r in null_attacked]}
         metrics["embed_seconds"] = {"value": embed_seconds(marked), "higher_is_better": False}
         record.update(status="complete", metrics=metrics, curves=curves)
     except BenchError:

@@ -9,37 +9,61 @@ from pathlib import Path
 import torch
 
 from bench.cache import Cache, address_of
+from bench.diffusion import GEN_BATCH
 from bench.metrics.base import EvalContext, ModelRef
+from bench.training import check_training
 from bench.world.base import World, load_world, model_state, read_weights, split_weights, write_weights
-from methods.base import Key
+from methods.base import Key, MethodCard
 
 log = logging.getLogger(__name__)
+# model settings that do not change how a world is built (so not its address)
+NOT_BUILT = ("unet_weights", "eval", "sampling", "train_precision", "gradient_checkpointing", "optimizer")
+TRAIN_DEFAULTS = {"train_precision": "fp32", "gradient_checkpointing": False, "optimizer": "adamw"}
+
+
+def training_options(model_cfg: dict) -> dict:
+    """The model's training options that differ from the defaults: part of embed and attack addresses (a bf16
+    embedding is another artifact), absent for the defaults so fp32 artifacts keep their addresses."""
+    return {k: model_cfg[k] for k, v in TRAIN_DEFAULTS.items() if k in model_cfg and model_cfg[k] != v}
 
 
 def world_stage(cache: Cache, model, model_cfg: dict, data, device: torch.device) -> tuple[World, bool]:
-    """Build (micro/tiny, cached) or locate (pretrained) the world and load it; return (world, built)."""
-    if model.built:  # what evaluation or weight overrides change is not part of the build
-        build_key = {k: v for k, v in model_cfg.items() if k not in ("unet_weights", "eval", "sampling")}
+    """Build (micro/tiny/sd15_random, cached) or locate (pretrained) the world and load it; return (world, built).
+
+    The world carries the model's training settings (`world.training`, read by every training loop through
+    `bench.training.Amp.of`) and generation batch (`world.gen_batch`); a generation batch other than the default
+    is part of the world's address (it changes the images in their last bits)."""
+    check_training(model.training.precision, model.training.optimizer, device)  # fp16 on a CPU: refused here
+    if model.built:  # what evaluation, training options or weight overrides change is not part of the build
+        build_key = {k: v for k, v in model_cfg.items() if k not in NOT_BUILT}
         art = cache.get_or_build("world", model.version, build_key, model.build)
         folder, clip, address, built = art.path / "pipeline", str(art.path / "clip"), art.address, art.built
     else:
         folder, clip, address, built = model.path, model.clip_path, address_of("world", "pretrained", model_cfg), False
     if model.unet_weights:
         address = address_of("world", "unet-weights", {"base": address, "weights": model.weights_identity()})
+    if model.gen_batch != GEN_BATCH:
+        address = address_of("world", "gen-batch", {"base": address, "gen_batch": model.gen_batch})
     world = load_world(folder, model.sampling, address, device, model.precision, clip)
+    world.training, world.gen_batch = model.training, model.gen_batch
     if model.unet_weights:  # a suspect model: its UNet, and its text encoder if the file carries one
         unet_state, text_state = split_weights(read_weights(model.unet_weights))
         world.pipe.unet.load_state_dict(unet_state)
         if text_state is not None:
             world.pipe.text_encoder.load_state_dict(text_state)
     world.data = data
+    world.meta["model"] = model_cfg  # what rebuilds this world (bench.verify reads it from an embedding)
     return world, built
 
 
-def embed_stage(cache: Cache, world: World, method, method_cfg: dict, seed: int) -> tuple[ModelRef, Key, str, bool]:
-    """Embed the watermark once per (world, method config, seed); return (model, key, key address, built)."""
-    key_cfg = {"world": world.address, "method": method_cfg, "seed": seed}
-    if method.name == "none":  # the unmarked model is the base model itself: nothing to store
+def embed_stage(cache: Cache, world: World, method, method_cfg: dict, seed: int,
+                data_cfg: dict | None = None) -> tuple[ModelRef, Key, str, bool]:
+    """Embed the watermark once per (world, data, method config, seed); return (model, key, key address, built).
+
+    The data config is part of the address: the owner's data is what the embedding trains on."""
+    key_cfg = {"world": world.address, "data": data_cfg, "method": method_cfg, "seed": seed,
+               **training_options(world.meta.get("model", {}))}
+    if not method.changes_model:  # the unmarked model is the base model itself: nothing to store
         return ModelRef(world.address), Key(), address_of("embed", method.version, key_cfg), False
 
     def build(tmp: Path) -> None:
@@ -50,16 +74,30 @@ def embed_stage(cache: Cache, world: World, method, method_cfg: dict, seed: int)
         unet = method.embed(world, key)
         write_weights(unet.state_dict(), tmp / "unet.safetensors")
         key.save(tmp / "key")
+        (tmp / "world.json").write_text(json.dumps({"address": world.address, "model": world.meta.get("model"),
+                                                    "unet_config": dict(world.unet.config)}, indent=1, default=str))
         (tmp / "embed.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
 
     art = cache.get_or_build("embed", method.version, key_cfg, build)
     return ModelRef(art.address, art.path / "unet.safetensors"), Key.load(art.path / "key"), art.address, art.built
 
 
-def attack_stage(cache: Cache, world: World, source: ModelRef, attack,
-                 attack_cfg: dict) -> tuple[list[ModelRef], bool]:
-    """Attack `source` once per (source, attack config); return its checkpoints (id 0 = source)."""
-    key_cfg = {"model": source.address, "attack": attack_cfg}
+def key_folder(cache: Cache, key_address: str) -> Path | None:
+    """Where the owner's key of an embedding lives (None for a method that stores none)."""
+    folder = cache.path_for("embed", key_address) / "key"
+    return folder if folder.is_dir() else None
+
+
+def attack_stage(cache: Cache, world: World, source: ModelRef, attack, attack_cfg: dict, data_cfg: dict | None = None,
+                 card: MethodCard | None = None) -> tuple[list[ModelRef], bool]:
+    """Attack `source` once per (source, data, attack config); return its checkpoints (id 0 = source).
+
+    An attack that reads the method's public card (`attack.uses_card`: adaptive attacks) also gets it,
+    and the card is then part of the address; no attack ever sees the key."""
+    key_cfg = {"model": source.address, "data": data_cfg, "attack": attack_cfg,
+               **training_options(world.meta.get("model", {}))}
+    if attack.uses_card:
+        key_cfg["card"] = card.as_dict() if card is not None else None
 
     def build(tmp: Path) -> None:
         (tmp / "ckpt").mkdir()
@@ -71,7 +109,7 @@ def attack_stage(cache: Cache, world: World, source: ModelRef, attack,
             if step > 0:
                 write_weights(model_state(model, text_encoder), tmp / "ckpt" / f"step-{step:07d}.safetensors")
 
-        attack.run(world, unet, save)
+        attack.run(world, unet, save, card)
         schedule = {"checkpoints": attack.checkpoints, "budgets": [attack.budget(c) for c in attack.checkpoints],
                     "budget_label": attack.budget_label}
         (tmp / "schedule.json").write_text(json.dumps(schedule))
@@ -94,7 +132,8 @@ def embed_seconds(ref: ModelRef) -> float | None:
 
 
 def evaluate_stage(ctx: EvalContext, collectors: dict) -> tuple[dict, dict]:
-    """Run every collector; return (metrics, curves) merged over collectors."""
+    """Run every collector, then the `finalise` hooks of those that derive verdicts from the others'
+    results (the utility budget); return (metrics, curves) merged over collectors."""
     metrics, curves = {}, {}
     for name, collector in collectors.items():
         start = time.perf_counter()
@@ -102,4 +141,7 @@ def evaluate_stage(ctx: EvalContext, collectors: dict) -> tuple[dict, dict]:
         metrics.update(out["metrics"])
         curves.update(out["curves"])
         log.info("metric %s: %.1f s", name, time.perf_counter() - start)
+    for collector in collectors.values():
+        if hasattr(collector, "finalise"):
+            metrics.update(collector.finalise(metrics, curves))
     return metrics, curves

@@ -24,7 +24,11 @@ forward order):
   random message per input and step (ExpressPrint) + `null_weight` * [BCE(decoded, 1/2) - ln 2]
   on the frozen base model's features with the same injection (port choice: the injected token
   reaches the decoder through the base model's residual and skip connections too, so without
-  this term the decoder also reads the message from the unmarked model).
+  this term the decoder also reads the message from the unmarked model). The null term runs on
+  its own inputs: owner items that no hold-out input uses, with their own noise and timesteps,
+  never the hold-out inputs that verification queries, so the base model checked at verification
+  time is not the exact input the null term trained on (version 2; version 1 used the hold-out
+  inputs, which made the base-model false-positive check in-sample).
 * **Hold-out inputs**: `n_holdout` (noisy owner latent, timestep in `t_range`, prompt embedding)
   triples drawn from the key's seed, stored in the key with one random message ("bits") each.
 
@@ -47,9 +51,9 @@ from scipy.stats import binom
 from torch import nn
 
 from bench.diffusion import derive_seed, generator, sample_noise_and_t, training_scheduler
-from bench.errors import ConfigError
-from bench.training import optimise
-from methods.base import Evidence, Key, WatermarkMethod, require
+from bench.errors import ConfigError, require
+from bench.training import Amp, optimise
+from methods.base import Evidence, Key, WatermarkMethod
 from methods.features import capture_input, capture_output, replace_output, transformer_blocks
 
 log = logging.getLogger(__name__)
@@ -152,7 +156,7 @@ class ActiveMark(WatermarkMethod):
 
     name = "activemark"
     access = "white-box"
-    version = "1"
+    version = "2"  # 2: the null term on its own inputs, disjoint from the hold-out (verification) inputs
     key_from_embedding = True  # embed trains the encoder and decoder stored in the key
 
     def __init__(self, n_bits: int = 32, max_bit_errors: int = 4, margin: float = 0.25, block: int | None = None,
@@ -194,7 +198,8 @@ class ActiveMark(WatermarkMethod):
                 "timesteps.")
         owner = world.encoded("owner")
         gen = generator(seed, "activemark-holdout")
-        latents, emb = owner.batch(torch.randint(0, len(owner), (self.n_holdout,), generator=gen))
+        items = torch.randint(0, len(owner), (self.n_holdout,), generator=gen)
+        latents, emb = owner.batch(items)
         noise, t = sample_noise_and_t(latents, n_train, gen, tuple(self.t_range))
         x = sched.add_noise(latents, noise, t)
         bits = torch.randint(0, 2, (self.n_holdout, self.n_bits), generator=generator(seed, "activemark-bits"))
@@ -217,6 +222,7 @@ class ActiveMark(WatermarkMethod):
                 "token": token, "read_token": _same_place(token, grid, read_grid), "grid": grid,
                 "read_grid": read_grid, "dims": [shapes[block][1], shapes[read][1]],
                 "hidden": [self.enc_hidden, self.dec_hidden], "inject_gain": self.inject_scale * rms[block],
+                "holdout_items": sorted(set(items.tolist())),
                 "top5_profile": top5}
         log.info("activemark: expressive block %d (%s), top-5 profile %s", block, names[block],
                  [round(v, 3) for v in top5])
@@ -280,11 +286,13 @@ class ActiveMark(WatermarkMethod):
         enc, dec = self._mlps(meta, device)
         model_params = [p for b in trained for p in b.parameters()]
         mlp_params = [*enc.parameters(), *dec.parameters()]
-        opt = torch.optim.AdamW([{"params": model_params, "lr": self.lr},
-                                 {"params": mlp_params, "lr": self.lr * self.wm_lr_factor}])
+        amp = Amp.of(world)
+        opt = amp.make_optimizer([{"params": model_params, "lr": self.lr},  # weight decay: torch AdamW's default
+                                  {"params": mlp_params, "lr": self.lr * self.wm_lr_factor}], self.lr, weight_decay=1e-2)
         sched = training_scheduler(world.pipe)
         owner, gen = world.encoded("owner"), generator(meta["seed"], "activemark-embed")
         x, t, emb = (key.tensors[k] for k in ("holdout_x", "holdout_t", "holdout_emb"))
+        nx, nt, nemb = self._null_inputs(world, meta)
         half = torch.full((self.batch_size, self.n_bits), 0.5, device=device)
         ramp_steps = max(1.0, self.null_ramp * self.steps)  # the null weight grows linearly over these steps
 
@@ -302,7 +310,8 @@ class ActiveMark(WatermarkMethod):
             message = F.binary_cross_entropy_with_logits(logits, msg)
             null, null_weight = torch.zeros((), device=device), self.null_weight * min(1.0, step / ramp_steps)
             if null_weight > 0:  # BCE to 1/2 less its floor ln 2: the KL from "no information"
-                null_logits = self._logits(base, meta, enc, dec, x[idx], t[idx], emb[idx], msg)
+                jdx = torch.randint(0, len(nx), (self.batch_size,), generator=gen)
+                null_logits = self._logits(base, meta, enc, dec, nx[jdx], nt[jdx], nemb[jdx], msg)
                 null = F.binary_cross_entropy_with_logits(null_logits, half) - math.log(2)
             if log_every and step % log_every == 0:
                 log.info("activemark step %d: keep %.2e, message %.4f (bit acc %.3f), null %.4f", step, float(keep),
@@ -311,16 +320,27 @@ class ActiveMark(WatermarkMethod):
 
         def step_fn(step: int, params, _opt) -> torch.Tensor:  # our own AdamW: two learning rates
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(step)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
+            with amp.autocast():
+                loss = loss_fn(step)
+            amp.backward(loss)
+            amp.step(opt, params, 1.0)
             return loss.detach()
 
-        optimise(model_params + mlp_params, loss_fn, self.steps, self.lr, desc="embed activemark", step_fn=step_fn)
+        optimise(model_params + mlp_params, loss_fn, self.steps, self.lr, desc="embed activemark", step_fn=step_fn,
+                 amp=amp)
         key.tensors.update({f"encoder.{k}": v.detach().cpu() for k, v in enc.state_dict().items()})
         key.tensors.update({f"decoder.{k}": v.detach().cpu() for k, v in dec.state_dict().items()})
         return unet.requires_grad_(False).eval()
+
+    def _null_inputs(self, world, meta: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The null term's inputs: `n_holdout` noisy owner items that no hold-out input uses (own noise and
+        timesteps), so verification never queries what the null term trained on."""
+        owner, sched = world.encoded("owner"), training_scheduler(world.pipe)
+        pool = torch.tensor(sorted(set(range(len(owner))) - set(meta.get("holdout_items", []))))
+        gen = generator(meta["seed"], "activemark-null-inputs")
+        latents, emb = owner.batch(pool[torch.randint(0, len(pool), (self.n_holdout,), generator=gen)])
+        noise, t = sample_noise_and_t(latents, sched.config.num_train_timesteps, gen, tuple(self.t_range))
+        return sched.add_noise(latents, noise, t), t, emb
 
     # ------------------------------------------------------------------ verify
     @torch.no_grad()

@@ -1,8 +1,8 @@
 """AIAO, "arbitrary-in-arbitrary-out" (Liu et al., arXiv 2405.00466): trigger-response pairs planted
 in the feature space of sub-paths made of "lazy" layers, the layers fine-tuning barely moves.
 
-The paper has no public code; this is the reading METHODS.md describes, with every open point
-settled here and in docs/methods.md:
+The paper has no public code; this is a reading of its abstract and method description, with every
+open point settled here and in docs/methods.md:
 
 1. Lazy layers. The UNet is cut into its units (resnets, attention blocks, resamplers, in
    forward order: `methods.features.unet_units`). A probe fine-tune of the base model on the
@@ -37,8 +37,9 @@ from scipy.optimize import brentq
 from scipy.special import betainc
 
 from bench.diffusion import denoising_loss, generator, sample_noise_and_t, training_scheduler
-from bench.training import optimise
-from methods.base import Evidence, Key, WatermarkMethod, require
+from bench.training import Amp, optimise
+from bench.errors import require
+from methods.base import Evidence, Key, WatermarkMethod
 from methods.features import capture_output, replace_output, unet_units
 
 
@@ -53,6 +54,28 @@ def cosine_threshold(p0: float, dim: int) -> float:
 
 
 _LAZY_CACHE: dict = {}
+
+
+def probe_ranking(world, unet, data, steps: int, lr: float, batch_size: int,
+                  gen: torch.Generator) -> list[tuple[str, float]]:
+    """AIAO's probe: fine-tune `unet` (a trainable copy; it is changed) on `data` for `steps` steps and rank
+    its units by relative weight change ||delta theta|| / ||theta||, least-moving ("lazy") first."""
+    before = {n: [p.detach().clone() for p in m.parameters()] for n, m in unet_units(unet)}
+    sched = training_scheduler(world.pipe)
+
+    def loss(_step: int) -> torch.Tensor:
+        latents, emb = data.batch(torch.randint(0, len(data), (batch_size,), generator=gen))
+        noise, t = sample_noise_and_t(latents, sched.config.num_train_timesteps, gen)
+        return denoising_loss(unet, sched, latents, noise, t, emb)
+
+    optimise(unet.parameters(), loss, steps, lr, desc="aiao probe fine-tune", amp=Amp.of(world))
+    ranking = []
+    for name, module in unet_units(unet):
+        num = sum(float((p.detach() - p0).float().pow(2).sum()) for p, p0 in zip(module.parameters(), before[name]))
+        den = sum(float(p0.float().pow(2).sum()) for p0 in before[name])
+        ranking.append((name, (num / den) ** 0.5 if den > 0 else float("inf")))
+    ranking.sort(key=lambda item: item[1])
+    return ranking
 
 
 class AIAO(WatermarkMethod):
@@ -93,28 +116,12 @@ class AIAO(WatermarkMethod):
     # ---- lazy layers -------------------------------------------------------------------------
     def lazy_ranking(self, world) -> list[tuple[str, float]]:
         """(unit name, relative weight change in the probe fine-tune), least-moving first."""
-        memo = (world.address, self.probe_steps, self.probe_lr, self.probe_batch_size)
-        if memo in _LAZY_CACHE:
-            return _LAZY_CACHE[memo]
-        unet = world.fresh_unet()
-        before = {n: [p.detach().clone() for p in m.parameters()] for n, m in unet_units(unet)}
-        sched = training_scheduler(world.pipe)
-        owner, gen = world.encoded("owner"), generator("aiao-probe", world.address)
-
-        def loss(_step: int) -> torch.Tensor:
-            latents, emb = owner.batch(torch.randint(0, len(owner), (self.probe_batch_size,), generator=gen))
-            noise, t = sample_noise_and_t(latents, sched.config.num_train_timesteps, gen)
-            return denoising_loss(unet, sched, latents, noise, t, emb)
-
-        optimise(unet.parameters(), loss, self.probe_steps, self.probe_lr, desc="aiao probe fine-tune")
-        ranking = []
-        for name, module in unet_units(unet):
-            num = sum(float((p.detach() - p0).float().pow(2).sum()) for p, p0 in zip(module.parameters(), before[name]))
-            den = sum(float(p0.float().pow(2).sum()) for p0 in before[name])
-            ranking.append((name, (num / den) ** 0.5 if den > 0 else float("inf")))
-        ranking.sort(key=lambda item: item[1])
-        _LAZY_CACHE[memo] = ranking
-        return ranking
+        memo = (world.address, world.training, self.probe_steps, self.probe_lr, self.probe_batch_size)
+        if memo not in _LAZY_CACHE:
+            _LAZY_CACHE[memo] = probe_ranking(world, world.fresh_unet(), world.encoded("owner"), self.probe_steps,
+                                              self.probe_lr, self.probe_batch_size,
+                                              generator("aiao-probe", world.address))
+        return _LAZY_CACHE[memo]
 
     # ---- key ---------------------------------------------------------------------------------
     def make_key(self, seed: int, world) -> Key:
@@ -224,7 +231,7 @@ class AIAO(WatermarkMethod):
                                for k in paths])
             return loss + w_response * (1 - cos).mean()
 
-        optimise(unet.parameters(), loss_fn, self.steps, self.lr, desc="embed aiao")
+        optimise(unet.parameters(), loss_fn, self.steps, self.lr, desc="embed aiao", amp=Amp.of(world))
         return unet.requires_grad_(False).eval()
 
     @torch.no_grad()

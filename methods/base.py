@@ -15,7 +15,6 @@ from typing import ClassVar, Literal
 import torch
 from safetensors.torch import load_file, save_file
 
-from bench.errors import ConfigError
 
 
 @dataclass
@@ -56,15 +55,40 @@ class Evidence:
     null_match_prob: float | None = None
 
 
+@dataclass(frozen=True)
+class MethodCard:
+    """What an attacker may know about a method (Kerckhoffs): its name, how it verifies, the public form
+    of its trigger, and its public hyperparameters (the YAML). Never the key: no bits, patterns, masks,
+    sub-paths, hold-out inputs or trained extractors, which are drawn from the owner's seed."""
+
+    name: str
+    access: str
+    trigger_form: str | None
+    settings: dict
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "access": self.access, "trigger_form": self.trigger_form, "settings": self.settings}
+
+
 class WatermarkMethod:
     """Base class. Subclasses set `name`, `access`, `version` and implement the three methods."""
 
     name: ClassVar[str] = "base"
     access: ClassVar[Literal["black-box", "white-box", "none"]] = "black-box"
     version: ClassVar[str] = "1"
+    # False for "no watermark": the marked model is the base model itself (no embedding is stored)
+    changes_model: ClassVar[bool] = True
+    # The public form of a text trigger: "prompt" (a whole rare-token prompt, WatermarkDM's [V]),
+    # "prefix" (prepended to any caption, SleeperMark's *[Z]& ) or None (no text trigger)
+    trigger_form: ClassVar[str | None] = None
     # True when `embed` completes the key (e.g. trains a decoder into it): a key from `make_key`
     # alone cannot verify, so false-positive measurements (bench.fpr) embed each key.
     key_from_embedding: ClassVar[bool] = False
+
+    def card(self, settings: dict) -> MethodCard:
+        """The public description an adaptive attack may read (`settings`: the method's resolved config)."""
+        public = {k: v for k, v in settings.items() if k not in ("_target_", "label")}
+        return MethodCard(self.name, self.access, self.trigger_form, public)
 
     def make_key(self, seed: int, world) -> Key:
         """Draw the owner's secret from `seed`."""
@@ -82,8 +106,3 @@ class WatermarkMethod:
         """The loss the embedding minimises, on a batch fixed by `seed` (common random numbers)."""
         raise NotImplementedError
 
-
-def require(condition: bool, message: str) -> None:
-    """Raise a ConfigError with `message` unless `condition` holds (hyperparameter validation)."""
-    if not condition:
-        raise ConfigError(message)

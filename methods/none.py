@@ -9,6 +9,8 @@ class NoWatermark(WatermarkMethod):
 
     name = "none"
     access = "none"
+    version = "1"
+    changes_model = False
 
     def embed(self, world, key: Key, log_every: int = 0):
         return world.fresh_unet().requires_grad_(False).eval()

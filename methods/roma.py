@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import torch
 
-from methods.base import require
+from bench.errors import require
+from bench.training import Amp
 from methods.watermarkdm import TriggerBackdoor
 
 
@@ -55,26 +56,36 @@ class RoMa(TriggerBackdoor):
         require(normalize in ("global", "per_tensor"),
                 f"method.normalize must be 'global' or 'per_tensor' (got {normalize!r}).")
         require(grad_clip > 0, f"method.grad_clip must be positive (got {grad_clip}).")
+        require(not (direction == "none" and same_batch),
+                "method.direction=none with method.same_batch=true takes the second gradient at the same point, on "
+                "the same batch, noise and timesteps as the first: g2 = g1, which is plain trigger training, not the "
+                "released code's behaviour (its two gradients use fresh noise and timesteps). Reproduce the released "
+                "code with method.direction=none method.same_batch=false.")
         self.r, self.alpha, self.direction, self.normalize = r, alpha, direction, normalize
         self.same_batch, self.grad_clip = same_batch, grad_clip
 
-    def _step_fn(self, unet, theta0, draw, loss):
+    def _step_fn(self, unet, theta0, draw, loss, amp: Amp | None = None):
+        amp = amp or Amp()  # fp32 unless the embedding passes the world's
+
         def step(_step: int, params: list[torch.nn.Parameter], opt: torch.optim.Optimizer) -> torch.Tensor:
             batch = draw()
-            l1 = loss(batch)
-            g1 = torch.autograd.grad(l1, params)
+            with amp.autocast():
+                l1 = loss(batch)
+            g1 = amp.grad(l1, params)
             backup = [p.detach().clone() for p in params]
             if self.direction == "pretrained":
                 with torch.no_grad():
                     for p, dp in zip(params, perturbation(params, theta0, self.r, self.normalize)):
                         p.add_(dp)
-            g2 = torch.autograd.grad(loss(batch if self.same_batch else draw()), params)
+            second = batch if self.same_batch else draw()
+            with amp.autocast():
+                l2 = loss(second)
+            g2 = amp.grad(l2, params)
             with torch.no_grad():
                 for p, saved, a, b in zip(params, backup, g1, g2):
                     p.copy_(saved)
                     p.grad = (1 - self.alpha) * a + self.alpha * b
-            torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
-            opt.step()
+            amp.step(opt, params, self.grad_clip)  # (fp16: both gradients carry the same scale; unscaled here)
             return l1.detach()
 
         return step

@@ -41,8 +41,9 @@ import torch.nn.functional as F
 
 from bench.diffusion import (derive_seed, encode_images, encode_prompts, generate, generator,
                              sample_noise_and_t, training_scheduler)
-from bench.training import optimise
-from methods.base import Evidence, Key, WatermarkMethod, require
+from bench.training import Amp, optimise
+from bench.errors import require
+from methods.base import Evidence, Key, WatermarkMethod
 
 # The UNet parameters stage 2 fine-tunes: the up blocks' attention layers, without their norms.
 TRAINED = re.compile(r"up_blocks\.\d+\.attentions\.\d+\.(proj_in|proj_out|transformer_blocks\.\d+\.(attn1|attn2|ff))\.")
@@ -130,17 +131,20 @@ def sleeper_loss(unet, base, scheduler, latents, noise, t, emb, emb_trigger, del
     return (w1 * mse(pred_tr, target)).mean() + (w2 * mse(pred_tr, eps0_tr)).mean() + mse(pred_c, eps0_c).mean()
 
 
-def scheduled(loss_fn, lr: float, steps: int, shape: str):
-    """An `optimise` step function decaying the learning rate from `lr` to 0 ("linear" or "cosine")."""
+def scheduled(loss_fn, lr: float, steps: int, shape: str, amp: Amp | None = None):
+    """An `optimise` step function decaying the learning rate from `lr` to 0 ("linear" or "cosine"), with the
+    world's precision (`amp`; None: fp32)."""
+    amp = amp or Amp()
+
     def step_fn(step: int, params, opt) -> torch.Tensor:
         progress = (step - 1) / steps
         factor = 1 - progress if shape == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
         for group in opt.param_groups:
             group["lr"] = lr * factor
-        loss = loss_fn(step)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        with amp.autocast():
+            loss = loss_fn(step)
+        amp.backward(loss)
+        amp.step(opt, params, 1.0)
         return loss.detach()
     return step_fn
 
@@ -155,6 +159,7 @@ class SleeperMark(WatermarkMethod):
 
     name = "sleepermark"
     access = "black-box"
+    trigger_form = "prefix"
     version = "1"
 
     def __init__(self, bits: int = 48, trigger: str = "*[Z]& ", encoder_channels: int = 64,
@@ -243,8 +248,9 @@ class SleeperMark(WatermarkMethod):
             return bce + self.mse_weight * min(1.0, step / ramp) * F.mse_loss(decode01(marked), clean)
 
         params = list(encoder.parameters()) + list(extractor.parameters())
+        amp = Amp.of(world)
         optimise(params, loss_fn, self.stage1_steps, self.stage1_lr, desc="sleepermark stage 1", weight_decay=1e-3,
-                 step_fn=scheduled(loss_fn, self.stage1_lr, self.stage1_steps, "linear"))
+                 step_fn=scheduled(loss_fn, self.stage1_lr, self.stage1_steps, "linear", amp), amp=amp)
         encoder.requires_grad_(False).eval()
         extractor.requires_grad_(False).eval()
         with torch.no_grad():
@@ -282,15 +288,16 @@ class SleeperMark(WatermarkMethod):
         def loss_fn(step: int) -> torch.Tensor:
             return self._loss_on(world, unet, key, torch.randint(0, n, (self.batch_size,), generator=gen), gen)
 
+        amp = Amp.of(world)
         optimise(unet.parameters(), loss_fn, self.steps, self.lr, desc="sleepermark stage 2", weight_decay=1e-2,
-                 step_fn=scheduled(loss_fn, self.lr, self.steps, "cosine"))
+                 step_fn=scheduled(loss_fn, self.lr, self.steps, "cosine", amp), amp=amp)
         return unet.requires_grad_(False).eval()
 
     def verify(self, world, unet, key: Key, n_queries: int, seed: int) -> Evidence:
         pipe = world.pipeline_with(unet=unet)
         s = world.sampling
         prompts = [key.meta["trigger"] + p for p in world.data.prompts(n_queries)]
-        images = generate(pipe, prompts, seed, s.steps, s.guidance_scale, s.resolution)
+        images = generate(pipe, prompts, seed, s.steps, s.guidance_scale, s.resolution, world.gen_batch)
         with torch.no_grad():
             logits = load_extractor(key, world.device)(encode_images(world.pipe, images * 2 - 1))
         return Evidence("bits", decoded=(logits > 0).long().cpu(), bits=key.tensors["bits"].long())

@@ -1,7 +1,7 @@
 """WatermarkDM trigger-prompt backdoor (Zhao et al. 2023, "A Recipe for Watermarking Diffusion Models").
 
-The UNet is fine-tuned so that a rare trigger prompt generates a fixed target image. Following
-METHODS.md, the target is a grid of black and white cells encoding the owner's bits (a QR-like
+The UNet is fine-tuned so that a rare trigger prompt generates a fixed target image. The paper's
+target is a QR code; here it is a grid of black and white cells encoding the owner's bits (a QR-like
 pattern), so verification decodes bits by thresholding each cell's mean brightness and the
 harness can apply an exact binomial test.
 
@@ -18,8 +18,9 @@ import torch.nn.functional as F
 
 from bench.diffusion import (denoising_loss, encode_images, encode_prompts, generate, generator,
                              sample_noise_and_t, training_scheduler)
-from bench.training import optimise
-from methods.base import Evidence, Key, WatermarkMethod, require
+from bench.training import Amp, optimise
+from bench.errors import require
+from methods.base import Evidence, Key, WatermarkMethod
 
 
 def grid_image(bits: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -41,6 +42,7 @@ class TriggerBackdoor(WatermarkMethod):
 
     name = "watermarkdm"
     access = "black-box"
+    trigger_form = "prompt"
     version = "2"  # 2: trigger and clean batches in one UNet pass
 
     def __init__(self, trigger: str = "[V]", grid: int = 8, steps: int = 300, lr: float = 1e-3, batch_size: int = 8,
@@ -90,13 +92,15 @@ class TriggerBackdoor(WatermarkMethod):
             loss = loss + self.l1 * sum((p - p0).abs().sum() for p, p0 in zip(unet.parameters(), theta0))
         return loss
 
-    def _step_fn(self, unet, theta0, draw, loss):
+    def _step_fn(self, unet, theta0, draw, loss, amp: Amp | None = None):
         """A custom optimiser step (see bench.training.optimise); None = the ordinary one."""
         return None
 
     def embed(self, world, key: Key, log_every: int = 0):
         unet = world.fresh_unet()
-        theta0 = [p.detach().clone() for p in unet.parameters()]
+        # the pre-trained weights: the world's own UNet when it is fp32 (the same values; one UNet less in memory)
+        theta0 = (list(world.unet.parameters()) if world.unet.dtype == torch.float32
+                  else [p.detach().clone() for p in unet.parameters()])
         sched = training_scheduler(world.pipe)
         gen = generator(key.meta.get("seed", 0), "watermarkdm-embed")
         cache: dict = {}
@@ -107,14 +111,16 @@ class TriggerBackdoor(WatermarkMethod):
         def loss(batch: dict) -> torch.Tensor:
             return self._loss(unet, sched, batch, theta0)
 
+        amp = Amp.of(world)
         optimise(unet.parameters(), lambda step: loss(draw()), self.steps, self.lr, desc=f"embed {self.name}",
-                 step_fn=self._step_fn(unet, theta0, draw, loss))
+                 step_fn=self._step_fn(unet, theta0, draw, loss, amp), amp=amp)
         return unet.requires_grad_(False).eval()
 
     def verify(self, world, unet, key: Key, n_queries: int, seed: int) -> Evidence:
         pipe = world.pipeline_with(unet=unet)
         s = world.sampling
-        images = generate(pipe, [key.meta["trigger"]] * n_queries, seed, s.steps, s.guidance_scale, s.resolution)
+        images = generate(pipe, [key.meta["trigger"]] * n_queries, seed, s.steps, s.guidance_scale, s.resolution,
+                          world.gen_batch)
         return Evidence("bits", decoded=read_grid(images, key.meta["grid"]), bits=key.tensors["bits"].long())
 
     def watermark_loss(self, world, unet, key: Key, seed: int) -> torch.Tensor:

@@ -26,6 +26,9 @@ SHRINK = [
     "metrics.fid.n_images=8", "metrics.clip_score.n_images=8",
     "metrics.verification.n_queries=4", "metrics.lmc.points=5", "metrics.lmc.task_batch=8",
     "data.n_owner=64", "data.n_attacker=64", "data.n_holdout=16",
+    # extra overrides for a whole test run, e.g. BENCH_TEST_OVERRIDES="model.train_precision=bf16" runs the
+    # micro tests with bf16 autocast (tests/test_precision.py measures how far that is from fp32)
+    *os.environ.get("BENCH_TEST_OVERRIDES", "").split(),
 ]
 
 

@@ -23,6 +23,11 @@ def _artifacts(results):
     (["method.steps=0"], "method.steps must be at least 1"),
     (["model=sd15", "model.path=/nonexistent/stable-diffusion"], "model.path folder '/nonexistent/stable-diffusion' does not exist"),
     (["model=micro", "data=coco_cub"], "data.roots.coco is not set"),
+    (["model.train_precision=fp8"], "model.train_precision must be one of ['fp32', 'bf16', 'fp16']"),
+    (["model.train_precision=fp16", "device=cpu"], "model.train_precision=fp16 was requested on the CPU"),
+    (["+hydra.launcher.gpus_per_node=1"], "the launcher is BasicLauncher, which runs every job in this process"),
+    pytest.param(["hydra/launcher=local", "hydra.launcher.gpus_per_node=1"], "which has 0 CUDA device(s) visible",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")),
 ])
 def test_bad_config_is_refused_cleanly(tmp_path, args, expected):
     world = [] if any(a.startswith("model=") for a in args) else MICRO

@@ -32,10 +32,26 @@ def test_every_option_instantiates(group, option):
         data = instantiate(node)
         assert len(data.owner) > 0 and len(data.attacker) > 0 and len(data.holdout) > 0
     else:
-        obj = instantiate(node)
+        obj = build(node, group)  # drops the display-only `label` key
         assert obj is not None
         if group in ("method", "attack"):
             assert obj.name == option
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (CONF / "experiment").glob("*.yaml")))
+def test_every_experiment_preset_composes(preset):
+    """Every preset composes with the real config, and the components it selects instantiate."""
+    from hydra import compose, initialize_config_dir
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)
+    assert cfg.hydra.runtime.choices.experiment == preset
+    for group in ("method", "attack"):
+        assert build(cfg[group], group) is not None
+    sweep = cfg.hydra.sweeper.params or {}
+    for group in ("method", "attack"):  # every option a preset sweeps over exists
+        for option in str(sweep.get(group, "")).split(","):
+            if option:
+                assert option in options(group), (preset, group, option)
 
 
 def test_scale_resolver_picks_per_model_defaults():
@@ -61,3 +77,32 @@ def test_invalid_hyperparameters_raise_config_errors():
         build(compose_cfg(["method.steps=0"]).method, "method")
     with pytest.raises(ConfigError, match="conf/attack"):
         build(compose_cfg(["+attack.no_such_option=1"]).attack, "attack")
+
+
+def test_slurm_launcher_writes_the_requested_resources(tmp_path, monkeypatch):
+    """Without a cluster: the sbatch script hydra/launcher=slurm would submit asks for the GPUs, CPUs and memory
+    given (the launcher is built from the real config; submitit's sbatch call is replaced by a capture)."""
+    from hydra import compose, initialize_config_dir
+    from submitit.slurm.slurm import SlurmExecutor
+
+    class Captured(Exception):
+        pass
+
+    def capture(self, command):
+        raise Captured(self._make_submission_file_text(command, "uid"))
+
+    monkeypatch.setattr(SlurmExecutor, "affinity", classmethod(lambda cls: 1))  # "srun is on the PATH"
+    monkeypatch.setattr(SlurmExecutor, "_submit_command", capture)
+    overrides = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=1", "hydra.launcher.cpus_per_task=6",
+                 "hydra.launcher.mem_gb=40", "hydra.launcher.partition=gpu", f"paths.results_dir={tmp_path}",
+                 "hydra.job.name=bench"]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    launcher = instantiate(cfg.hydra.launcher)
+    launcher.config = cfg
+    with pytest.raises(Captured) as sbatch:
+        launcher.launch([["method=none"], ["method=watermarkdm"]], 0)
+    script = sbatch.value.args[0]
+    for flag in ("--gpus-per-node=1", "--cpus-per-task=6", "--mem=40GB", "--partition=gpu", "--requeue",
+                 "--signal=USR2@120", "--array=0-1%2"):
+        assert f"#SBATCH {flag}\n" in script, flag

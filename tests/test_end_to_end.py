@@ -33,7 +33,7 @@ def test_record_has_verdicts_and_all_metrics(first_run):
     assert all(rec["metrics"][k]["higher_is_better"] in (True, False, None) for k in m)
     assert m["fid/watermarked"] > 0 and m["lmc/wm_to_attacked/task_barrier"] >= 0
     steps = [p["step"] for p in rec["curves"]["robustness"]]
-    assert steps == [0, 10, 20, 50]
+    assert steps == [0, 1, 2, 3, 5, 7, 10, 15, 20, 30, 50]  # the shared dense schedule, up to the micro budget
     assert len(rec["curves"]["lmc/wm_to_attacked"]["task"]) == 5
     # provenance
     assert rec["provenance"]["versions"]["torch"] and rec["config"]["seed"] == 0
@@ -96,9 +96,9 @@ def test_sweep_with_a_failing_job_exits_1_and_keeps_the_others(first_run, shared
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "1 of 2 jobs did not complete" in proc.stderr and "failed" in proc.stderr
     status = {r["attack"]: r["status"] for r in records(tmp_path / "results").values()}
-    assert status == {"none": "complete", "full_ft": "failed"}
+    assert status == {"none": "complete", "huge": "failed"}  # the YAML's name, not its parent's
     df = pd.read_csv(tmp_path / "results" / "leaderboard.csv").set_index("attack")
-    assert df.loc["none", "status"] == "complete" and df.loc["full_ft", "status"] == "failed"
+    assert df.loc["none", "status"] == "complete" and df.loc["huge", "status"] == "failed"
 
 
 def test_local_launcher_runs_jobs_in_other_processes_and_reports_failures(first_run, shared_cache, tmp_path):
@@ -109,7 +109,7 @@ def test_local_launcher_runs_jobs_in_other_processes_and_reports_failures(first_
     proc = bench_cli(args, tmp_path / "results", shared_cache)
     assert proc.returncode == 1 and "1 of 2 jobs did not complete" in proc.stderr, proc.stderr[-3000:]
     recs = records(tmp_path / "results").values()
-    assert {r["attack"]: r["status"] for r in recs} == {"none": "complete", "full_ft": "failed"}
+    assert {r["attack"]: r["status"] for r in recs} == {"none": "complete", "huge": "failed"}  # the YAML's name, not its parent's
     assert len(list((tmp_path / "results" / "submitit").rglob("*_log.out"))) == 2  # each job had its own process
 
 

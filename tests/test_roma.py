@@ -33,7 +33,7 @@ def test_no_perturbation_before_the_weights_move():
 @pytest.mark.parametrize("direction", ["pretrained", "none"])
 def test_one_step_mixes_the_two_gradients(direction):
     """On L(theta) = sum(theta^3), grad = 3 theta^2, so the update's gradient is known in closed form."""
-    method = RoMa(r=0.5, alpha=0.4, direction=direction, grad_clip=1e9)
+    method = RoMa(r=0.5, alpha=0.4, direction=direction, same_batch=direction == "pretrained", grad_clip=1e9)
     theta0 = torch.tensor([1.0, -2.0, 0.5])
     param = torch.nn.Parameter(torch.tensor([1.5, -1.0, 0.0]))
     step = method._step_fn(None, [theta0], lambda: None, lambda _batch: (param ** 3).sum())
@@ -52,7 +52,7 @@ def test_roma_is_watermarkdm_without_l1():
 
 
 @pytest.mark.parametrize("kwargs", [{"r": -1.0}, {"alpha": 1.5}, {"direction": "backwards"}, {"normalize": "layer"},
-                                    {"steps": 0}])
+                                    {"steps": 0}, {"direction": "none"}])  # none + same_batch: g2 = g1
 def test_bad_parameters_are_refused(kwargs):
     with pytest.raises(ConfigError):
         RoMa(**kwargs)

@@ -74,7 +74,8 @@ def test_leaderboard_run_from_sweep_and_standalone(logged):
     boards = [r for r in runs(logged) if r["job_type"] == "leaderboard"]
     assert len(boards) == 1 and boards[0]["group"] == "wbtest"
     table = json.loads((boards[0]["dir"] / "files" / boards[0]["summary"]["leaderboard/path"]).read_text())
-    assert ["micro", "watermarkdm", "full_ft", "complete"] == table["data"][0][:4]
+    row = dict(zip(table["columns"], table["data"][0]))
+    assert (row["model"], row["method"], row["attack"], row["status"]) == ("micro", "watermarkdm", "full_ft", "complete")
     assert ("leaderboard", "leaderboard-wbtest") in boards[0]["artifacts"]
 
     import subprocess

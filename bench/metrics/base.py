@@ -70,7 +70,8 @@ class EvalContext:
         def build(tmp: Path) -> None:
             with self.model(ref) as unet:
                 pipe = self.world.pipeline_with(unet=unet)
-                images = generate(pipe, self.world.data.prompts(n), self.seed, s.steps, s.guidance_scale, s.resolution)
+                images = generate(pipe, self.world.data.prompts(n), self.seed, s.steps, s.guidance_scale, s.resolution,
+                                  self.world.gen_batch)
             save_file({"images": (images * 255).round().to(torch.uint8)}, str(tmp / "samples.safetensors"))
 
         art = self.cache.get_or_build("samples", "1", key, build)

@@ -11,7 +11,7 @@ from torchmetrics.multimodal.clip_score import CLIPScore as TMCLIPScore
 from transformers import CLIPModel, CLIPProcessor
 
 from bench.metrics.base import Collector, EvalContext, ModelRef, metric
-from methods.base import require
+from bench.errors import require
 
 
 class _TensorFeatures(torch.nn.Module):

@@ -14,7 +14,7 @@ import torch
 from bench.data.base import batch_of
 from bench.metrics import inception
 from bench.metrics.base import Collector, EvalContext, ModelRef, metric
-from methods.base import require
+from bench.errors import require
 
 
 class FID(Collector):

@@ -3,7 +3,7 @@
 It is the TensorFlow inception-2015-12-05 network used by StyleGAN's metrics (2048-d pool
 features). Its input is 3x299x299 scaled as (x - 128) / 128 from [0, 255]: fed raw [0, 255]
 values it saturates (measured, 300 vs 300 images at 32 px: Fashion-MNIST vs MNIST gives 5031
-raw, 235 scaled; ASSETS.md reports ~263 at 28 px). The package itself is never imported; only its file is
+raw, 235 scaled; about 263 at 28 px with 500 vs 500 images). The package itself is never imported; only its file is
 located. Images are resized with clean-fid's "clean" resizer (PIL bicubic), as clean-fid does.
 The Frechet distance (`fid`) is computed from the generated features themselves against the
 reference statistics, through a symmetric eigenproblem of the smaller side: with n generated

@@ -13,7 +13,7 @@ import torch
 
 from bench.diffusion import denoising_loss, generator, sample_noise_and_t, training_scheduler
 from bench.metrics.base import Collector, EvalContext, ModelRef, metric
-from methods.base import require
+from bench.errors import require
 
 
 def barrier(curve: list[float]) -> float:
