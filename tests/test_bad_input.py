@@ -23,6 +23,16 @@ def _artifacts(results):
     (["method.steps=0"], "method.steps must be at least 1"),
     (["model=sd15", "model.path=/nonexistent/stable-diffusion"], "model.path folder '/nonexistent/stable-diffusion' does not exist"),
     (["model=micro", "data=coco_cub"], "data.roots.coco is not set"),
+    (["seed=abc"], "seed must be an integer (got 'abc'"),
+    (["seed=1.5"], "seed must be an integer (got 1.5"),
+    (["attack.lr_scheduler=exponential"], "attack.lr_scheduler must be one of"),
+    (["attack.lr_warmup_steps=10"], "use attack.lr_scheduler=constant_with_warmup"),
+    (["method=roma", "method.direction=none"], "method.direction=none with method.same_batch=true"),
+    (["attack=permute", "attack.kinds=[sideways]"], "attack.kinds has unknown kinds ['sideways']"),
+    (["attack=lazy_ft", "attack.mode=delete"], "attack.mode must be 'finetune' or 'reinit'"),
+    (["attack=trigger_ft", "attack.trigger_source=oracle"], "attack.trigger_source must be 'public'"),
+    (["attack=lora_ft", "attack.rank_fraction=2"], "attack.rank_fraction must be in (0, 1]"),
+    (["metrics.utility.max_owner_loss_ratio=0.5"], "metrics.utility.max_owner_loss_ratio must be at least 1"),
     (["model.train_precision=fp8"], "model.train_precision must be one of ['fp32', 'bf16', 'fp16']"),
     (["model.train_precision=fp16", "device=cpu"], "model.train_precision=fp16 was requested on the CPU"),
     (["+hydra.launcher.gpus_per_node=1"], "the launcher is BasicLauncher, which runs every job in this process"),
@@ -59,3 +69,17 @@ def test_corrupt_safetensors_is_refused(tmp_path):
     bad.write_bytes(bad.read_bytes()[:20])  # truncated
     proc = bench_cli([*MICRO, "model.unet_weights=" + str(bad), "-m"], tmp_path / "results", tmp_path / "cache", timeout=300)
     assert proc.returncode == 2 and "corrupt or truncated" in proc.stderr
+
+
+def test_a_label_given_to_two_configurations_is_refused_before_any_work(tmp_path):
+    from tests.helpers import SHRINK
+    results = tmp_path / "results"
+    first = bench_cli(["method=none", "attack=none", "method.label=mine", "-m", *SHRINK], results, tmp_path / "cache")
+    assert first.returncode == 0, first.stderr[-2000:]
+    before = sorted(p.name for p in (tmp_path / "cache").glob("*/*"))
+    second = bench_cli(["method=watermarkdm", "attack=none", "method.label=mine", "-m", *SHRINK], results,
+                       tmp_path / "cache")
+    assert second.returncode == 2 and "The method label 'mine' names 2 different method configurations" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert sorted(p.name for p in (tmp_path / "cache").glob("*/*")) == before  # no work was done
+    assert len(list((results / "records").glob("*/record.json"))) == 1
