@@ -27,7 +27,7 @@ log = logging.getLogger("bench")
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
-    from bench.identity import plan
+    from bench.identity import keep_defaults, plan
     from bench.record import read_record, record_path
     output_dir = HydraConfig.get().runtime.output_dir
     try:
@@ -35,6 +35,7 @@ def main(cfg: DictConfig) -> None:
         record = read_record(record_path(cfg.paths.records_dir, the_plan["run_id"]))
         if record and record["status"] == "complete":
             log.info("%s is complete; nothing to do", the_plan["run_id"])
+            keep_defaults(the_plan)
         else:
             from bench.launch import check_job
             check_job(HydraConfig.get().launcher)  # GPUs asked of the launcher but none visible: refused here

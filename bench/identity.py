@@ -20,6 +20,7 @@ import ast
 import hashlib
 import importlib.util
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -109,6 +110,37 @@ def compose_defaults(choices: dict, extra: list[str]) -> DictConfig | None:
         return compose("config", overrides=overrides)
 
 
+def conf_digest(extra: list[str]) -> str:
+    """A digest of every YAML under conf/ and the extra search paths: what the defaults depend on."""
+    folders = [CONF] + [Path(p.split("file://", 1)[1].rstrip("]").split(",")[0]) for p in extra if "file://" in p]
+    files = sorted(f for d in folders if d.is_dir() for f in d.rglob("*.yaml"))
+    return digest([[str(f), f.read_text()] for f in files])
+
+
+def yaml_defaults(choices: dict, extra: list[str], cache_dir: str) -> tuple[dict, Path, bool]:
+    """(the resolved config of these group choices with nothing overridden, where it is kept, found there).
+
+    Composing it costs a Hydra compose per job (~0.7 s), so it is kept in `<cache>/defaults/`, keyed by
+    the choices and the digest of the YAML files, and a re-run of a finished sweep composes nothing.
+    `keep_defaults` writes it, once the run has been accepted (a refused config leaves no file)."""
+    path = Path(cache_dir) / "defaults" / f"{digest([choices, extra, conf_digest(extra)])}.json"
+    if path.is_file():
+        return json.loads(path.read_text()), path, True
+    return resolved(compose_defaults(choices, extra), SEED), path, False
+
+
+def keep_defaults(the_plan: dict) -> None:
+    """Store the plan's composed defaults for the next run of the same choices (atomically)."""
+    path, defaults = the_plan.get("defaults_path"), the_plan.get("defaults")
+    if path is None or defaults is None or Path(path).is_file():
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(defaults, default=str))
+    os.replace(tmp, path)
+
+
 def hydra_context() -> tuple[dict | None, list[str]]:
     """(group choices, search-path overrides) of the running Hydra app, or (None, []) outside one."""
     from hydra.core.hydra_config import HydraConfig
@@ -189,9 +221,10 @@ def plan(cfg: DictConfig, choices: dict | None = None, extra: list[str] | None =
     identity_cfg = resolved(cfg, SEED)
     if choices is None:
         choices, extra = hydra_context()
-    defaults = None
+    defaults, defaults_path = None, None
     if choices is not None:
-        defaults = resolved(compose_defaults({g: choices.get(g) for g in GROUPS}, extra or []), SEED)
+        defaults, defaults_path, _ = yaml_defaults({g: choices.get(g) for g in GROUPS}, extra or [],
+                                                   cfg.paths.cache_dir)
     names = {g: (choices or {}).get(g) or _fallback_name(g, config) for g in GROUPS}
     labels = {g: label(names[g], identity_cfg.get(g, {}), None if defaults is None else defaults.get(g, {}))
               for g in GROUPS}
@@ -202,7 +235,7 @@ def plan(cfg: DictConfig, choices: dict | None = None, extra: list[str] | None =
     return {"run_id": rid, "seed": seed, "names": names, "config": config,
             "identity": {"group": group, "labels": labels, "components": components,
                          "experiment": (choices or {}).get("experiment")},
-            "versions": vers}
+            "versions": vers, "defaults": defaults, "defaults_path": defaults_path}
 
 
 def _fallback_name(group: str, config: dict) -> str:

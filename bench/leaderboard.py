@@ -21,13 +21,11 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from hydra.experimental.callback import Callback
 
 from bench.aggregate import LABELS, current, identity_of, row_labels, table
 from bench.cache import write_json_atomic
 from bench.errors import BenchError, ConfigError
 from bench.identity import check_label_collisions
-from bench.outcome import adopt_sweep
 from bench.record import load_records
 from bench.survival import censored_times, describe, km_median
 
@@ -211,33 +209,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-class LeaderboardCallback(Callback):
-    """Hydra callback: rewrite the leaderboard after a run or a sweep and print it.
-
-    (Jobs never raise on failure, they record it, so `on_multirun_end` always runs; the
-    standalone command above covers sweeps interrupted by other means.)
-    """
-
-    def _write(self, config) -> None:
-        results = Path(config.paths.results_dir)
-        try:
-            df = write_leaderboard(results)
-        except BenchError as err:  # e.g. two variants given one label: the jobs ran, the table is refused
-            print(f"\nerror: {err}\n", file=sys.stderr)
-            return
-        if df.empty:
-            return
-        print("\n" + (results / "leaderboard.md").read_text())
-        print(f"leaderboard: {results / 'leaderboard.csv'}")
-
-    def on_run_end(self, config, **kwargs) -> None:
-        self._write(config)
-
-    def on_multirun_end(self, config, **kwargs) -> None:
-        self._write(config)
-        log_to_logger(config.get("logger"), Path(config.paths.results_dir))
-        summary = adopt_sweep(config.hydra.sweep.dir)  # the jobs may have run elsewhere (SLURM)
-        if summary:
-            print("\n" + summary, file=sys.stderr)

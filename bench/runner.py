@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from bench.cache import Cache
 from bench.errors import BenchError, ConfigError
 from bench.metrics.base import EvalContext, ModelRef
-from bench.identity import check_label_collisions, plan, without_labels
+from bench.identity import check_label_collisions, keep_defaults, plan, without_labels
 from bench.record import load_records, provenance, read_record, record_path, write_record
 from bench.samples import write_grid
 from bench.stages import attack_stage, embed_seconds, embed_stage, evaluate_stage, key_folder, world_stage
@@ -118,6 +118,7 @@ def run(cfg: DictConfig, the_plan: dict | None = None) -> dict:
         record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
     record["timings"] = timings
     write_record(path, record)
+    keep_defaults(the_plan)
     log.info("record: %s (%s)", path, record["status"])
     if logger:
         logger.log_record(record, models, cache.root)
