@@ -25,10 +25,14 @@ from bench.training import Amp, TrainSettings, check_training, optimise
 from bench.world.base import attention_report
 from tests.helpers import SHRINK, compose_cfg
 
-# bf16 autocast vs fp32 on the micro world: the largest relative difference of any step's loss over the first
-# 10 steps of a WatermarkDM embedding and of a full_ft attack. Measured on 2 CPU cores: 0.37% (embedding) and
-# 0.26% (attack); the tolerance leaves 5x room for other CPUs' bf16 kernels.
-BF16_TOLERANCE = 0.02
+# bf16 autocast vs fp32 on the micro world, WatermarkDM embedding and full_ft attack, 10 steps each.
+# * First step (same weights, same batch: only autocast's rounding differs): measured 0.015% (embedding) and
+#   0.005% (attack) on 2 CPU cores; BF16_FIRST_STEP leaves >50x room for other CPUs' bf16 kernels.
+# * Later steps follow diverging trajectories (bf16 rounding enters every update, and the micro embedding's lr is
+#   2e-3), so single steps drift apart: up to 2.5% at step 10 here, 10% on another run of the suite. The test
+#   bounds the mean loss over the 10 steps instead (measured 0.59% / 0.05%) and requires bf16 to train (loss falls).
+BF16_FIRST_STEP = 0.01
+BF16_MEAN = 0.05
 
 
 def with_training(world, **settings):
@@ -135,8 +139,9 @@ def _losses(monkeypatch) -> list[list[float]]:
 
 
 def test_bf16_embedding_and_attack_track_fp32(micro_world, monkeypatch):
-    """bf16 autocast on the CPU: a 10-step WatermarkDM embedding and a 10-step full_ft attack give finite losses
-    within BF16_TOLERANCE (relative, every step) of fp32, and not the same ones (autocast really ran)."""
+    """bf16 autocast on the CPU: a 10-step WatermarkDM embedding and a 10-step full_ft attack. The first step's loss
+    (same weights, same batch) is within BF16_FIRST_STEP of fp32 and not equal to it (autocast really ran); over the
+    10 steps the mean loss is within BF16_MEAN of fp32's and falls as fp32's does."""
     losses = _losses(monkeypatch)
     method = build(compose_cfg([*SHRINK, "method=watermarkdm", "method.steps=10"]).method, "method")
     attack = build(compose_cfg([*SHRINK, "attack=full_ft", "attack.steps=10", "attack.batch_size=4",
@@ -149,9 +154,14 @@ def test_bf16_embedding_and_attack_track_fp32(micro_world, monkeypatch):
         attack.run(world, world.fresh_unet(), lambda *args, **kwargs: None)
     (embed32, attack32, embed16, attack16) = (torch.tensor(x) for x in losses)
     for fp32, bf16 in ((embed32, embed16), (attack32, attack16)):
-        assert len(fp32) == len(bf16) == 10 and torch.isfinite(bf16).all()
-        rel = ((bf16 - fp32).abs() / fp32.abs()).max().item()
-        assert 0 < rel < BF16_TOLERANCE, rel
+        figures = f"fp32 {[round(x, 4) for x in fp32.tolist()]}, bf16 {[round(x, 4) for x in bf16.tolist()]}"
+        assert len(fp32) == len(bf16) == 10 and torch.isfinite(bf16).all(), figures
+        first = abs(bf16[0] - fp32[0]).item() / fp32[0].abs().item()
+        assert 0 < first < BF16_FIRST_STEP, (first, figures)
+        mean = abs(bf16.mean() - fp32.mean()).item() / fp32.mean().abs().item()
+        print(f"bf16 vs fp32: first step {first:.2e}, mean {mean:.2e}")
+        assert mean < BF16_MEAN, (mean, figures)
+        assert bf16[-3:].mean() < bf16[:3].mean() and fp32[-3:].mean() < fp32[:3].mean(), figures
 
 
 def test_gradient_checkpointing_on_every_trainable_copy_and_same_gradients(micro_world):
