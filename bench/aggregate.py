@@ -146,10 +146,10 @@ def table(records: list[dict]) -> pd.DataFrame:
     records, superseded = current(records)
     labels = row_labels(records)
     rows: dict[str, list[dict]] = {}
-    for rec in records:
+    for rec in sorted(records, key=lambda r: (r["seed"], r["run_id"])):
         rows.setdefault(identity_of(rec)["group"], []).append(rec)
-    out = []
-    for group, recs in rows.items():
+    out = []  # rows in label order, seeds in order: the columns' order does not depend on the files' mtimes
+    for group, recs in sorted(rows.items(), key=lambda item: tuple(str(labels[item[0]][k]) for k in LABELS)):
         complete = [r for r in recs if r["status"] == "complete"]
         failed = [r for r in recs if r["status"] != "complete"]
         row = {**labels[group], "group": group[:8], "n_seeds": len(complete), "n_failed": len(failed),

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 from bench.cache import write_json_atomic
@@ -26,7 +27,8 @@ def git_commit() -> str | None:
 
 
 def provenance() -> dict:
-    """Package versions, git commit, host, and SLURM job id when running under SLURM."""
+    """Package versions, git commit, host, torch's CPU thread count (a record reproduces bit for bit only at the
+    same thread count) and SLURM job id when running under SLURM."""
     versions = {}
     for pkg in PACKAGES:
         try:
@@ -34,8 +36,14 @@ def provenance() -> dict:
         except importlib.metadata.PackageNotFoundError:
             versions[pkg] = None
     return {"versions": versions, "python": platform.python_version(), "git_commit": git_commit(),
-            "host": platform.node(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            "host": platform.node(), "torch_threads": _torch_threads(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
             "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID")}
+
+
+def _torch_threads() -> int | None:
+    """torch's intra-op thread count, if torch is already imported (this module does not import it)."""
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
 
 
 def record_path(records_dir: Path, rid: str) -> Path:

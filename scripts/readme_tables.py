@@ -63,6 +63,8 @@ def main() -> None:
     for attack, rows in df.groupby("attack", sort=True):
         by = {r["method"]: r for _, r in rows.iterrows()}
         if {"roma", "watermarkdm"} <= set(by) and "removal/median" in df:
+            if pd.isna(by["roma"]["removal/median"]) or pd.isna(by["watermarkdm"]["removal/median"]):
+                continue  # no removal time in this row (a budget-free attack such as permute)
             r = ratio(km(by["roma"]), km(by["watermarkdm"]))
             fmt = lambda x: "∞" if math.isinf(x) else f"{x:.2g}"  # noqa: E731
             print(f"* {attack}: {fmt(r['ratio'])}x (95% CI {fmt(r['ci_low'])}–{fmt(r['ci_high'])})")
