@@ -75,7 +75,7 @@ def plot_robustness(records: list[dict], out_dir: Path) -> list[Path]:
         if up_to_date(path, by_method):
             continue
         fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-        label = "step"
+        label, any_util = "step", False
         for method, recs in sorted(by_method.items()):
             rob = [r["curves"]["robustness"] for r in recs]
             label = rob[0][0].get("budget_label", "step")
@@ -83,6 +83,7 @@ def plot_robustness(records: list[dict], out_dir: Path) -> list[Path]:
             _band(left, rob, _strength, marker="o", ms=3, label=f"{method} ({kind}, n={len(recs)})")
             util = [r["curves"]["utility"] for r in recs if r["curves"].get("utility")]
             if util:
+                any_util = True
                 _band(right, util, lambda p: p["owner_loss_ratio"], marker="o", ms=3, label=f"{method}: owner loss")
                 _band(right, util, lambda p: p["attacker_gain"], ls="--", marker="x", ms=3,
                       label=f"{method}: attacker gain")
@@ -93,6 +94,9 @@ def plot_robustness(records: list[dict], out_dir: Path) -> list[Path]:
         right.set(xlabel=xlabel, ylabel="owner loss / watermarked (solid); attacker gain (dashed)",
                   title="attacker's utility")
         right.axhline(1.0, color="grey", lw=0.8, ls=":")
+        if not any_util:  # e.g. slimmed records (results/reference) or records from before the utility collector
+            right.text(0.5, 0.5, "no utility curve in these records", ha="center", va="center",
+                       transform=right.transAxes, color="grey")
         for ax in (left, right):
             if label == "step":  # removal often happens in the first steps: spread them out
                 ax.set_xscale("symlog", linthresh=1)

@@ -1,9 +1,10 @@
 """Write results/reference/ from a finished results folder: the slimmed records and the tables.
 
-    .venv/bin/python scripts/make_reference.py [RESULTS_DIR]
+    .venv/bin/python scripts/make_reference.py [RESULTS_DIR]          # replace the reference records
+    .venv/bin/python scripts/make_reference.py --add [RESULTS_DIR]    # add RESULTS_DIR's records to them
 
 Each record keeps its status, identity, versions, metrics, config, provenance, key and models, and
-of its curves only the robustness curve without per-query scores (what the leaderboard reads); the
+of its curves only the robustness and utility curves without per-query scores (what the leaderboard and its plots read); the
 leaderboard (CSV, markdown), survival table and, when RESULTS_DIR/roc exists, the ROC summary are
 aggregated from those slim records, so `tests/test_reference.py` can check that re-aggregating
 them reproduces the committed files.
@@ -23,18 +24,24 @@ KEEP = ("leaderboard.csv", "leaderboard.md", "survival.md", "leaderboard_meta.js
 
 
 def slim(record: dict) -> dict:
-    """The record without the curves the tables do not read (and without per-query scores)."""
+    """The record without the curves the tables and the robustness plots do not read (LMC), and without
+    per-query scores: the robustness and utility curves stay."""
     out = {k: v for k, v in record.items() if k not in ("curves", "traceback")}
-    robustness = record.get("curves", {}).get("robustness")
-    if robustness is not None:
-        out["curves"] = {"robustness": [{k: v for k, v in p.items() if k != "scores"} for p in robustness]}
+    curves = {name: [{k: v for k, v in p.items() if k != "scores"} for p in record.get("curves", {})[name]]
+              for name in ("robustness", "utility") if record.get("curves", {}).get(name) is not None}
+    if curves:
+        out["curves"] = curves
     return out
 
 
 def main() -> None:
-    source = Path(sys.argv[1] if len(sys.argv) > 1 else "results")
+    args = sys.argv[1:]
+    add = "--add" in args
+    args = [a for a in args if a != "--add"]
+    source = Path(args[0] if args else "results")
     ref = Path(__file__).resolve().parents[1] / "results" / "reference"
-    shutil.rmtree(ref / "records", ignore_errors=True)
+    if not add:
+        shutil.rmtree(ref / "records", ignore_errors=True)
     for rec in load_records(source):
         if rec["status"] == "complete":
             write_record(ref / "records" / rec["run_id"] / "record.json", slim(rec))

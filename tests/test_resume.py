@@ -11,8 +11,9 @@ import time
 
 from tests.helpers import ROOT, SHRINK, bench_cli, records, values
 
-# A longer attack than the other tests use, so that there is time to kill it mid-way.
-RUN = ["method=watermarkdm", "attack=full_ft", "attack.steps=100", "-m", *SHRINK]
+# A longer attack than the other tests use, so that there is time to kill it mid-way; four checkpoints (the
+# default dense schedule would evaluate 13, which only makes the test slower).
+RUN = ["method=watermarkdm", "attack=full_ft", "attack.steps=100", "attack.schedule=[0,20,50,100]", "-m", *SHRINK]
 
 
 def _wait_for_attack_tmp(cache, proc, timeout=600) -> bool:
