@@ -159,7 +159,6 @@ def test_bf16_embedding_and_attack_track_fp32(micro_world, monkeypatch):
         first = abs(bf16[0] - fp32[0]).item() / fp32[0].abs().item()
         assert 0 < first < BF16_FIRST_STEP, (first, figures)
         mean = abs(bf16.mean() - fp32.mean()).item() / fp32.mean().abs().item()
-        print(f"bf16 vs fp32: first step {first:.2e}, mean {mean:.2e}")
         assert mean < BF16_MEAN, (mean, figures)
         assert bf16[-3:].mean() < bf16[:3].mean() and fp32[-3:].mean() < fp32[:3].mean(), figures
 
