@@ -3,16 +3,18 @@
     python -m bench.roc [RESULTS_DIR] [--independent 3] [--indep-steps 1500] [--other-worlds 1]
 
 For every method variant with K >= 2 seeds in RESULTS_DIR's records (one model, data, method and
-metric settings; the attacks may differ), each seed's key i is verified, with the runs' own
-verification settings and query seed, on:
+verification settings; the attacks and the other collectors may differ, so a cheap
+`metrics=verification attack=none` run adds a key), each seed's key i is verified, with the runs'
+own verification settings and query seed, on:
 
 * **positives**: its own watermarked model, and the final checkpoint of every attack run on it;
 * **cross-key nulls**: the models marked with every other key j != i (the watermarked model and
   the final checkpoint of each of its attacks): K (K - 1) x (1 + attacks) entries, free since the
   models exist;
 * **independent nulls** (`bench.nulls`): UNets trained from other initialisations on the world's
-  own data, their full fine-tunes and distillates, and the base and fine-tuned UNets of worlds
-  built with another `model.seed` (verified in their own pipeline);
+  own data, their full fine-tunes and distillates (the final checkpoint and the one halfway
+  through the schedule), and the base and fine-tuned UNets of worlds built with another
+  `model.seed` (verified in their own pipeline);
 * the runs' own nulls: the base model and the base model after each attack.
 
 The test statistic is the method's own: -log10 of its p-value (the exact binomial test on the
@@ -20,10 +22,16 @@ voted bits for bit methods, the binomial test of the match count against p0 for 
 method and positive set it writes AUC (Mann-Whitney), TPR at 1% and 0.1% empirical FPR (the
 largest threshold that at most that fraction of nulls exceeds; with fewer than 1,000 nulls the
 0.1% point is the threshold above every null), the empirical FPR at the configured target (the
-fraction of nulls the verdict calls watermarked) with its exact Clopper-Pearson interval, and the
-raw score distributions (AIAO's cosines, ActiveMark's per-query bit scores, the bit methods'
-voted matches), into RESULTS_DIR/roc/: `roc_summary.csv` / `.md`, per method
-`<model>_<method>.csv` (every verification) and `roc_<model>_<method>.png`.
+fraction of nulls the verdict calls watermarked) with its exact Clopper-Pearson interval, for
+per-query tests (AIAO, ActiveMark) the per-query match rate on the nulls against the p0 the p-value
+assumes, and the raw score distributions (AIAO's cosines, ActiveMark's per-query bit scores, the
+bit methods' voted matches), into RESULTS_DIR/roc/: `roc_summary.csv` / `.md`, per method
+`<model>_<method>.csv` (every verification) and `roc_<model>_<method>.png`, and per world
+`null_models_<model>.csv` / `.md`: the null models' owner-domain loss and FID beside the base
+model's, so a reader sees how good the nulls are.
+
+The entries are keys x models, not independent draws: one key meets many models and one model
+many keys, so the Clopper-Pearson interval is nominal.
 """
 from __future__ import annotations
 
@@ -49,15 +57,24 @@ def statistic(summary: dict) -> float:
     return -math.log10(max(summary["p_value"], 1e-300))
 
 
+def verification_label(rec: dict) -> str:
+    """The verification settings a record's verdicts used, as `k=v` pairs (what a ROC group must share)."""
+    v = rec["config"]["metrics"]["verification"]
+    return ", ".join(f"{k}={v[k]}" for k in sorted(v) if k != "_target_")
+
+
 def groups(records: list[dict]) -> dict[tuple, dict[int, list[dict]]]:
-    """(model, data, method, metrics labels) -> {seed: that seed's complete records with a key}."""
+    """(model, data, method, verification settings) -> {seed: that seed's complete records with a key}.
+
+    Runs whose other collectors differ (FID on or off) share a group: the verdicts depend only on the
+    verification settings, so a cheap `metrics=verification attack=none` run adds a key to a group."""
     records, _ = current([r for r in records if r["status"] == "complete" and r.get("models") and r.get("key")
-                          and r["key"].get("folder")])
+                          and r["key"].get("folder") and "verification" in r["config"].get("metrics", {})])
     labels = row_labels(records)
     out: dict[tuple, dict[int, list[dict]]] = {}
     for rec in records:
         lab = labels[identity_of(rec)["group"]]
-        out.setdefault((lab["model"], lab["data"], lab["method"], lab["metrics"]), {}).setdefault(
+        out.setdefault((lab["model"], lab["data"], lab["method"], verification_label(rec)), {}).setdefault(
             rec["seed"], []).append(rec)
     return {k: v for k, v in out.items() if len(v) >= 2}
 
@@ -130,6 +147,9 @@ def independent_nulls(rec: dict, cache, world, n: int, steps: int, n_worlds: int
             refs, _ = attack_stage(cache, w, ref, build(node, "attack"), OmegaConf.to_container(node, resolve=True),
                                    rec["config"]["data"])
             out.append((f"{role}+{name}", refs[-1], w))
+            if len(refs) > 2:  # and the checkpoint halfway through the schedule: another model, free to verify
+                mid = refs[len(refs) // 2]
+                out.append((f"{role}+{name}@{mid.step}", mid, w))
 
     for k in range(n):
         ref = independent_unet(cache, world, seed=5000 + k, steps=steps)
@@ -142,6 +162,25 @@ def independent_nulls(rec: dict, cache, world, n: int, steps: int, n_worlds: int
         out.append(("other-world", ModelRef(other.address), other))
         attacked(other, ModelRef(other.address), "other-world")
     return out
+
+
+def null_quality(rec: dict, cache, world, nulls: list[tuple[str, object, object]]) -> pd.DataFrame:
+    """How good the null models are: owner-domain held-out denoising loss and FID of the base model, the
+    independent UNets and the other worlds' base models (not their attacks), at seed 0 with the run's sizes."""
+    from bench.metrics.base import EvalContext
+    from bench.metrics.fid import FID
+    from bench.metrics.utility import Utility
+    ev = rec["config"]["model"]["eval"]
+    fid, util = FID(n_images=ev["n_images"], n_ref=ev.get("n_ref")), Utility(n_items=ev.get("n_utility", 256))
+    base = model_ref(cache, {"address": rec["models"]["null_checkpoints"][0]["address"]})
+    rows = []
+    for role, ref, w in [("base", base, world)] + [(r, m, w) for r, m, w in nulls if "+" not in r]:
+        ctx = EvalContext(world=w, method=None, key=None, key_address="", cache=cache, seed=0,
+                          data_key=rec["config"]["data"], base=ref, watermarked=ref, attacked=[], null_attacked=[])
+        loss = util.losses(ctx, ref)
+        rows.append({"role": role, "model": ref.address, "owner_loss": loss["owner_loss"],
+                     "attacker_loss": loss["attacker_loss"], "fid": fid._fid(ctx, ref)})
+    return pd.DataFrame(rows)
 
 
 def roc_points(pos: np.ndarray, neg: np.ndarray) -> pd.DataFrame:
@@ -163,14 +202,26 @@ def summary_rows(rows: pd.DataFrame, target: float) -> list[dict]:
     neg = rows[~rows.positive]
     k, n = int(neg.detected.sum()), len(neg)
     lo, hi = clopper_pearson(k, n)
+    calib = query_calibration(neg)
     out = []
     for role, pos in rows[rows.positive].groupby("role"):
         p, q = pos.statistic.to_numpy(), neg.statistic.to_numpy()
         auc = float(stats.mannwhitneyu(p, q).statistic / (len(p) * len(q)))
         out.append({"positives": role, "n_pos": len(p), "n_null": n, "auc": auc, "tpr@1%": tpr_at(p, q, 0.01),
                     "tpr@0.1%": tpr_at(p, q, 0.001), "tpr@target": float(pos.detected.mean()),
-                    "target_fpr": target, "null_detected": k, "fpr": k / n, "fpr_ci_low": lo, "fpr_ci_high": hi})
+                    "target_fpr": target, "null_detected": k, "fpr": k / n, "fpr_ci_low": lo, "fpr_ci_high": hi, **calib})
     return out
+
+
+def query_calibration(neg: pd.DataFrame) -> dict:
+    """For per-query tests (AIAO, ActiveMark): the per-query match rate on the nulls against the p0 the
+    p-value assumes, with its Clopper-Pearson interval. p0 is valid when the observed rate is not above it."""
+    if "query_p0" not in neg or neg.query_p0.isna().all():
+        return {}
+    k, n = int(neg.matches.sum()), int(neg.n_queries.sum())
+    lo, hi = clopper_pearson(k, n)
+    return {"query_p0": float(neg.query_p0.max()), "null_query_matches": k, "null_queries": n,
+            "null_query_rate": k / n, "null_query_rate_ci_low": lo, "null_query_rate_ci_high": hi}
 
 
 def plot(rows: pd.DataFrame, path: Path, title: str) -> None:
@@ -225,7 +276,7 @@ def measure(results: Path, n_indep: int, indep_steps: int, n_worlds: int, only: 
     out_dir = results / "roc"
     out_dir.mkdir(parents=True, exist_ok=True)
     summary, worlds, nulls = [], {}, {}
-    for (model, data, method, metrics), seeds in sorted(found.items()):
+    for (model, data, method, verification), seeds in sorted(found.items()):
         first = next(iter(seeds.values()))[0]
         cfg = OmegaConf.create(first["config"])
         cache = Cache(first["config"]["paths"]["cache_dir"])
@@ -235,6 +286,10 @@ def measure(results: Path, n_indep: int, indep_steps: int, n_worlds: int, only: 
                                    resolve_device("auto"))
             worlds[wkey] = world
             nulls[wkey] = independent_nulls(first, cache, world, n_indep, indep_steps, n_worlds)
+            quality = null_quality(first, cache, world, nulls[wkey])
+            quality.to_csv(out_dir / f"null_models_{model}.csv", index=False)
+            (out_dir / f"null_models_{model}.md").write_text(quality.to_markdown(index=False, floatfmt=".4g") + "\n")
+            log.info("null models' quality (%s):\n%s", model, quality.to_markdown(index=False, floatfmt=".4g"))
         world, verify = worlds[wkey], Verifier(first, cache, worlds[wkey])
         if verify.method.access == "none":
             continue
@@ -250,13 +305,14 @@ def measure(results: Path, n_indep: int, indep_steps: int, n_worlds: int, only: 
                 rows.append({"key_seed": seed, "role": role, "model": ref.address, "positive": positive,
                              "statistic": statistic(s), "p_value": s["p_value"], "detected": s["detected"],
                              "matches": s.get("matches"), "scores": s.get("scores"),
-                             "bit_acc": s.get("bit_acc"), "verification_rate": s.get("verification_rate")})
+                             "bit_acc": s.get("bit_acc"), "verification_rate": s.get("verification_rate"),
+                             "n_queries": s.get("n_queries"), "query_p0": s.get("null_match_prob")})
         df = pd.DataFrame(rows)
         name = f"{model}_{method}"
         df.drop(columns=["scores"]).to_csv(out_dir / f"{name}.csv", index=False)
         plot(df, out_dir / f"roc_{name}.png", f"{model} / {method}")
         for row in summary_rows(df, verify.verification.target_fpr):
-            summary.append({"model": model, "data": data, "method": method, "metrics": metrics, **row,
+            summary.append({"model": model, "data": data, "method": method, "verification": verification, **row,
                             "n_keys": len(seeds), "null_kinds": ", ".join(sorted(set(df[~df.positive].role.str.split(
                                 "+").str[0].str.split(":").str[0])))})
     table = pd.DataFrame(summary)

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.roc import roc_points, tpr_at
+from bench.roc import query_calibration, roc_points, tpr_at
 from tests.helpers import ROOT, SHRINK, bench_cli
 
-K = 3
+K = 3  # seeds with an attack; one more seed is a verification-only run without one
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +20,10 @@ def roc_run(shared_cache, tmp_path_factory):
     results = tmp_path_factory.mktemp("roc")
     bench_cli(["method=watermarkdm", "attack=full_ft", "attack.steps=1", f"seed={','.join(map(str, range(K)))}",
                "-m", *SHRINK, "~metrics.fid", "~metrics.clip_score", "~metrics.lmc"], results, shared_cache, check=True)
+    # another key from a cheaper run (no attack, verification only): same verification settings, same ROC group
+    verify_only = [a for a in SHRINK if not a.startswith(("metrics.fid", "metrics.clip", "metrics.lmc"))]
+    bench_cli(["method=watermarkdm", "attack=none", "metrics=verification", f"seed={K}", "-m", *verify_only], results,
+              shared_cache, check=True)
     out = subprocess.run([sys.executable, "-m", "bench.roc", str(results), "--independent", "1", "--indep-steps", "3",
                           "--other-worlds", "1"], cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -30,22 +34,26 @@ def test_cross_key_matrix_has_k_times_k_minus_1_entries(roc_run):
     results, _ = roc_run
     rows = pd.read_csv(results / "roc" / "micro_watermarkdm.csv")
     cross = rows[rows.role.str.startswith("cross:")]
-    # each of the K keys on the K - 1 other seeds' watermarked models, and on their attacked models
-    assert (cross.role == "cross:watermarked").sum() == K * (K - 1)
-    assert (cross.role == "cross:attacked").sum() == K * (K - 1)
+    # each of the K + 1 keys on the K other seeds' watermarked models, and on the attacked models of the
+    # K seeds with an attack other than its own
+    assert (cross.role == "cross:watermarked").sum() == (K + 1) * K
+    assert (cross.role == "cross:attacked").sum() == K * (K - 1) + K
     assert len(set(zip(cross.key_seed, cross.model))) == len(cross)  # no pair counted twice
     own = rows[rows.role == "watermarked"]
-    assert len(own) == K and own.positive.all() and not rows[~rows.positive].positive.any()
+    assert len(own) == K + 1 and own.positive.all() and not rows[~rows.positive].positive.any()
     kinds = set(rows[~rows.positive].role)
     assert {"independent", "independent+full_ft", "independent+distill", "other-world", "other-world+full_ft",
             "base"} <= kinds
+    quality = pd.read_csv(results / "roc" / "null_models_micro.csv")
+    assert list(quality.role) == ["base", "independent", "other-world"]
+    assert (quality.owner_loss > 0).all() and quality.fid.notna().all()
 
 
 def test_summary_reports_auc_tpr_and_fpr_interval(roc_run):
     results, out = roc_run
     summary = pd.read_csv(results / "roc" / "roc_summary.csv")
     row = summary[(summary.method == "watermarkdm") & (summary.positives == "watermarked")].iloc[0]
-    assert row.n_pos == K and row.n_null >= K * (K - 1) * 2 + K * 7
+    assert row.n_pos == K + 1 and row.n_null >= (K + 1) * K + K * (K - 1) + K + (K + 1) * 7
     assert 0 <= row.auc <= 1 and 0 <= row.fpr_ci_low <= row.fpr <= row.fpr_ci_high <= 1
     assert (results / "roc" / "roc_micro_watermarkdm.png").stat().st_size > 1000
     assert "auc" in out.stdout
@@ -57,6 +65,17 @@ def test_roc_helpers_by_hand():
     assert list(zip(pts.fpr, pts.tpr))[-1] == (1.0, 1.0) and (0.25, 0.5) in list(zip(pts.fpr, pts.tpr))
     assert tpr_at(pos, neg, 0.25) == 1.0   # one null of four may exceed the threshold: 2, which 3 and 5 exceed
     assert tpr_at(pos, neg, 0.0) == 0.5    # no null may: the threshold is the largest null, 4; only 5 exceeds it
+
+
+def test_query_calibration_by_hand():
+    """3 matches in 2 x 16 null queries: rate 3/32, Clopper-Pearson (0.0198, 0.2502), against p0 0.01."""
+    neg = pd.DataFrame({"matches": [1, 2], "n_queries": [16, 16], "query_p0": [0.01, 0.01]})
+    c = query_calibration(neg)
+    assert c["null_query_matches"] == 3 and c["null_queries"] == 32 and c["null_query_rate"] == 3 / 32
+    assert c["query_p0"] == 0.01
+    assert abs(c["null_query_rate_ci_low"] - 0.01976) < 1e-4 and abs(c["null_query_rate_ci_high"] - 0.25023) < 1e-4
+    bits = pd.DataFrame({"matches": [20, 21], "n_queries": [16, 16], "query_p0": [None, None]})
+    assert query_calibration(bits) == {}  # bit methods: the voted bits' test is exact, nothing to calibrate
 
 
 def test_no_seeds_refused(tmp_path):
