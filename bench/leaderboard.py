@@ -138,6 +138,18 @@ def _write_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def mixed_builds(records: list[dict]) -> list[str]:
+    """Rows whose seeds ran on different builds of their world (records' `provenance.world_fingerprint`):
+    same config, other weights (another thread count or machine), so their spread is not only the seeds'."""
+    kept, _ = current([r for r in records if r.get("status") == "complete"])
+    labels, prints = row_labels(kept), {}
+    for rec in kept:
+        fp = (rec.get("provenance") or {}).get("world_fingerprint")
+        if fp:
+            prints.setdefault(identity_of(rec)["group"], set()).add(fp)
+    return sorted(" / ".join(labels[g][k] for k in LABELS) for g, fps in prints.items() if len(fps) > 1)
+
+
 def write_leaderboard(results_dir: Path, require_records: bool = False) -> pd.DataFrame:
     """Write leaderboard.csv / .md, survival.md, leaderboard_meta.json, the plots and report.html; return the table.
 
@@ -166,9 +178,13 @@ def write_leaderboard(results_dir: Path, require_records: bool = False) -> pd.Da
     matrix = survival_matrix(records)
     if not matrix.empty:
         _write_text(results_dir / "survival.md", matrix.fillna("").to_markdown(index=False) + "\n")
+    mixed = mixed_builds(records)
+    for row in mixed:
+        log.warning("row %s mixes seeds run on different builds of its world (provenance.world_fingerprint)", row)
     write_json_atomic(results_dir / "leaderboard_meta.json",
                       {"higher_is_better": directions, "n_records": len(records),
-                       "n_superseded": int(df.attrs.get("superseded", 0)), "n_rows": len(df)})
+                       "n_superseded": int(df.attrs.get("superseded", 0)), "n_rows": len(df),
+                       "mixed_world_builds": mixed})
     plot_robustness(records, results_dir)
     plot_lmc(records, results_dir)
     write_report(results_dir, records)

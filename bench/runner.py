@@ -89,6 +89,7 @@ def run(cfg: DictConfig, the_plan: dict | None = None) -> dict:
     try:
         with timed(timings, "world") as t:
             world, t["built"] = world_stage(cache, model, config["model"], data, device)
+            record["provenance"]["world_fingerprint"] = world.meta.get("fingerprint")  # which build (None: pretrained)
         with timed(timings, "embed") as t:
             marked, key, key_address, t["built"] = embed_stage(cache, world, method, config["method"], cfg.seed,
                                                                config["data"])

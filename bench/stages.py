@@ -1,6 +1,7 @@
 """The cached stages: world, embed, attack, evaluate. Each returns what the next one reads."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -53,7 +54,27 @@ def world_stage(cache: Cache, model, model_cfg: dict, data, device: torch.device
             world.pipe.text_encoder.load_state_dict(text_state)
     world.data = data
     world.meta["model"] = model_cfg  # what rebuilds this world (bench.verify reads it from an embedding)
+    if model.built:
+        world.meta["fingerprint"] = world_fingerprint(cache, art.address, folder)
     return world, built
+
+
+def world_fingerprint(cache: Cache, address: str, folder: Path) -> str:
+    """sha256 over a built world's weight files (cached once per build).
+
+    Two builds of one config can differ in their last bits (thread count, hardware), so the address says which
+    config a record used and the fingerprint which build: records carry it, and the leaderboard flags a row
+    whose seeds ran on different builds."""
+    def compute() -> dict:
+        digest = hashlib.sha256()
+        for path in sorted(Path(folder).rglob("*.safetensors")):
+            digest.update(str(path.relative_to(folder)).encode())
+            with open(path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+        return {"sha256": digest.hexdigest()}
+
+    return cache.get_or_compute_json("world-fingerprint", "1", {"world": address}, compute)[0]["sha256"][:16]
 
 
 def embed_stage(cache: Cache, world: World, method, method_cfg: dict, seed: int,

@@ -27,6 +27,11 @@ ATTACKS = {
     "prune": (["attack.sparsities=[0.3,0.9]"], [0.0, 0.3, 0.9], "sparsity"),
     "quantize": ([], ["fp32", "int8", "fp16", "bf16"], "format"),
     "noise": (["attack.scales=[0.01,0.1]"], [0.0, 0.01, 0.1], "relative noise"),
+    # the adaptive ones (without a method card: trigger_ft tries its guesses, the probes use their defaults)
+    "trigger_ft": (["attack.steps=2", "attack.batch_size=2", "attack.n_generated=2"], [0, 1, 2], "step"),
+    "lazy_ft": (["attack.steps=2", "attack.batch_size=2", "attack.probe_steps=2", "attack.probe_batch_size=2"],
+                [0, 1, 2], "step"),
+    "expressive_ft": (["attack.steps=2", "attack.batch_size=2", "attack.n_probe=4"], [0, 1, 2], "step"),
     "merge": (["attack.partner=finetuned", "attack.ft_steps=2", "attack.ft_batch_size=2", "attack.coefficients=[0.5]"],
               [0.0, 0.5], "merge coefficient"),
 }
@@ -105,6 +110,8 @@ def test_lora_targets_are_derived_from_diffusers():
     ("distill", ["attack.steps=0"], "attack.steps must be at least 1"),
     ("quantize", ["attack.formats=[int4]"], r"attack.formats has unknown formats \['int4'\]"),
     ("noise", ["attack.scales=[-1]"], "attack.scales must be non-negative"),
+    ("trigger_ft", ["attack.trigger_data=base"], "attack.trigger_data must be 'generated'"),
+    ("trigger_ft", ["attack.n_generated=0"], "attack.n_generated must be at least 1"),
     ("merge", ["attack.coefficients=[1.5]"], r"attack.coefficients must lie in \[0, 1\]"),
     ("merge", ["attack.partner=other"], "attack.partner must be one of"),
     ("merge", ["attack.ft_steps=0"], "attack.ft_steps must be at least 1"),
@@ -112,6 +119,31 @@ def test_lora_targets_are_derived_from_diffusers():
 def test_bad_parameters_are_refused(name, overrides, message):
     with pytest.raises(ConfigError, match=message):
         build(attack_cfg(name, overrides), "attack")
+
+
+def test_trigger_ft_unlearns_the_public_trigger_on_its_own_outputs(world, monkeypatch):
+    """With WatermarkDM's card, trigger_ft queries its copy with the public trigger `[V]` (prompt form), trains on
+    those images' latents and changes the weights; with trigger_data=attacker it makes no query."""
+    from methods.base import MethodCard
+    card = MethodCard("watermarkdm", "black-box", "prompt", {"trigger": "[V]"})
+    attack = build(attack_cfg("trigger_ft", ["attack.steps=2", "attack.batch_size=2", "attack.n_generated=3",
+                                             "attack.schedule=[0,2]"]), "attack")
+    prompts = []
+    import attacks.trigger_ft as tft
+    real = tft.generate
+    monkeypatch.setattr(tft, "generate", lambda pipe, ps, *a, **k: prompts.extend(ps) or real(pipe, ps, *a, **k))
+    source = {k: v.clone() for k, v in world.unet.state_dict().items()}
+    states = {}
+    attack.run(world, world.fresh_unet(), lambda i, m: states.__setitem__(i, {k: v.clone() for k, v in
+                                                                            m.state_dict().items()}), card)
+    assert prompts == ["[V]"] * 3
+    assert all(torch.equal(states[0][k], source[k]) for k in source)
+    assert any(not torch.equal(states[2][k], source[k]) for k in source)
+    prompts.clear()
+    other = build(attack_cfg("trigger_ft", ["attack.steps=1", "attack.batch_size=2", "attack.trigger_data=attacker",
+                                            "attack.schedule=[0,1]"]), "attack")
+    other.run(world, world.fresh_unet(), lambda i, m: None, card)
+    assert prompts == []
 
 
 def test_unknown_block_is_refused_before_training(world):

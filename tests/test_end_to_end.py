@@ -1,6 +1,7 @@
 """`python -m bench` on the micro world: records, verdicts, metrics, caching, re-runs, sweeps."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pandas as pd
@@ -18,7 +19,7 @@ def first_run(shared_cache, tmp_path_factory):
     return results, proc
 
 
-def test_record_has_verdicts_and_all_metrics(first_run):
+def test_record_has_verdicts_and_all_metrics(first_run, shared_cache):
     results, _ = first_run
     (rec,) = records(results).values()
     assert rec["status"] == "complete", rec.get("error")
@@ -37,6 +38,14 @@ def test_record_has_verdicts_and_all_metrics(first_run):
     assert len(rec["curves"]["lmc/wm_to_attacked"]["task"]) == 5
     # provenance
     assert rec["provenance"]["versions"]["torch"] and rec["config"]["seed"] == 0
+    # which build of the world: sha256 over the built world's weight files, computed here by hand
+    prints = set()
+    for folder in (shared_cache / "world").glob("*/pipeline"):
+        digest = hashlib.sha256()
+        for path in sorted(folder.rglob("*.safetensors")):
+            digest.update(str(path.relative_to(folder)).encode() + path.read_bytes())
+        prints.add(digest.hexdigest()[:16])
+    assert rec["provenance"]["world_fingerprint"] in prints
     assert set(rec["timings"]) == {"world", "embed", "attack", "evaluate"}
 
 

@@ -2,6 +2,7 @@
 way the docs say (t intervals, Clopper-Pearson, Fisher, Kaplan-Meier), failed runs kept, bad input refused."""
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -65,6 +66,21 @@ def test_variants_and_budgets_are_rows_and_only_seeds_aggregate(tmp_path):
     other = record_from(planned(["model.seed=1", "seed=0"]))
     assert other["identity"]["labels"]["model"] == "micro[seed=1]"
     assert other["identity"]["group"] not in {r["identity"]["group"] for r in recs}
+
+
+def test_rows_mixing_world_builds_are_flagged(tmp_path):
+    """Seeds of one row run on two builds of the same world config: the leaderboard says so; one build: silent."""
+    recs = [record_from(planned([f"seed={s}"])) for s in range(3)]
+    for rec, fp in zip(recs, ["aaaa", "aaaa", None]):
+        rec["provenance"] = {"world_fingerprint": fp}
+    write(tmp_path / "same", recs)
+    write_leaderboard(tmp_path / "same")
+    assert json.loads((tmp_path / "same" / "leaderboard_meta.json").read_text())["mixed_world_builds"] == []
+    recs[2]["provenance"]["world_fingerprint"] = "bbbb"
+    write(tmp_path / "mixed", recs)
+    write_leaderboard(tmp_path / "mixed")
+    mixed = json.loads((tmp_path / "mixed" / "leaderboard_meta.json").read_text())["mixed_world_builds"]
+    assert mixed == ["micro / micro / roma / full_ft / default"], mixed
 
 
 def test_attack_seed_interpolation_does_not_split_seeds():
