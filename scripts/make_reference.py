@@ -5,9 +5,9 @@
 
 Each record keeps its status, identity, versions, metrics, config, provenance, key and models, and
 of its curves only the robustness and utility curves without per-query scores (what the leaderboard and its plots read); the
-leaderboard (CSV, markdown), survival table and, when RESULTS_DIR/roc exists, the ROC summary are
-aggregated from those slim records, so `tests/test_reference.py` can check that re-aggregating
-them reproduces the committed files.
+leaderboard (CSV, markdown) and survival table are aggregated from those slim records, so `tests/test_reference.py` can check that re-aggregating
+them reproduces the committed files. When RESULTS_DIR/roc exists (`python -m bench.roc`), it is copied
+to results/reference/roc/ as it is: its models are not in the records, so it cannot be re-aggregated.
 """
 from __future__ import annotations
 
@@ -51,9 +51,9 @@ def main() -> None:
     write_leaderboard(scratch)
     for name in KEEP:
         shutil.copy(scratch / name, ref / name)
-    if (source / "roc" / "roc_summary.csv").is_file():
-        for name in ("roc_summary.csv", "roc_summary.md"):
-            shutil.copy(source / "roc" / name, ref / name)
+    if (source / "roc" / "roc_summary.csv").is_file():  # the ROC measurement (its models stay in the cache)
+        shutil.rmtree(ref / "roc", ignore_errors=True)
+        shutil.copytree(source / "roc", ref / "roc")
     shutil.rmtree(scratch)
     print(f"wrote {ref}: {len(list((ref / 'records').glob('*/record.json')))} records")
 

@@ -28,7 +28,7 @@ ATTACKS = {
     "quantize": ([], ["fp32", "int8", "fp16", "bf16"], "format"),
     "noise": (["attack.scales=[0.01,0.1]"], [0.0, 0.01, 0.1], "relative noise"),
     # the adaptive ones (without a method card: trigger_ft tries its guesses, the probes use their defaults)
-    "trigger_ft": (["attack.steps=2", "attack.batch_size=2", "attack.n_generated=2"], [0, 1, 2], "step"),
+    "trigger_ft": (["attack.steps=2", "attack.batch_size=2"], [0, 1, 2], "step"),
     "lazy_ft": (["attack.steps=2", "attack.batch_size=2", "attack.probe_steps=2", "attack.probe_batch_size=2"],
                 [0, 1, 2], "step"),
     "expressive_ft": (["attack.steps=2", "attack.batch_size=2", "attack.n_probe=4"], [0, 1, 2], "step"),
@@ -110,8 +110,7 @@ def test_lora_targets_are_derived_from_diffusers():
     ("distill", ["attack.steps=0"], "attack.steps must be at least 1"),
     ("quantize", ["attack.formats=[int4]"], r"attack.formats has unknown formats \['int4'\]"),
     ("noise", ["attack.scales=[-1]"], "attack.scales must be non-negative"),
-    ("trigger_ft", ["attack.trigger_data=base"], "attack.trigger_data must be 'generated'"),
-    ("trigger_ft", ["attack.n_generated=0"], "attack.n_generated must be at least 1"),
+    ("trigger_ft", ["attack.trigger_target=base"], "attack.trigger_target must be 'noise'"),
     ("merge", ["attack.coefficients=[1.5]"], r"attack.coefficients must lie in \[0, 1\]"),
     ("merge", ["attack.partner=other"], "attack.partner must be one of"),
     ("merge", ["attack.ft_steps=0"], "attack.ft_steps must be at least 1"),
@@ -121,29 +120,36 @@ def test_bad_parameters_are_refused(name, overrides, message):
         build(attack_cfg(name, overrides), "attack")
 
 
-def test_trigger_ft_unlearns_the_public_trigger_on_its_own_outputs(world, monkeypatch):
-    """With WatermarkDM's card, trigger_ft queries its copy with the public trigger `[V]` (prompt form), trains on
-    those images' latents and changes the weights; with trigger_data=attacker it makes no query."""
+def test_trigger_ft_targets(world):
+    """With WatermarkDM's card (prompt trigger `[V]`): the default re-teaches the trigger with the true noise, and
+    its first step's loss equals a hand computation of |eps([V]) - noise|^2 + |eps(caption) - eps_0(caption)|^2
+    (0 at step 0 for the keep term); `frozen` (version 1) starts at the much smaller |eps([V]) - eps_0('')|^2."""
+    from bench.diffusion import encode_prompts, generator, sample_noise_and_t, training_scheduler
     from methods.base import MethodCard
     card = MethodCard("watermarkdm", "black-box", "prompt", {"trigger": "[V]"})
-    attack = build(attack_cfg("trigger_ft", ["attack.steps=2", "attack.batch_size=2", "attack.n_generated=3",
-                                             "attack.schedule=[0,2]"]), "attack")
-    prompts = []
-    import attacks.trigger_ft as tft
-    real = tft.generate
-    monkeypatch.setattr(tft, "generate", lambda pipe, ps, *a, **k: prompts.extend(ps) or real(pipe, ps, *a, **k))
-    source = {k: v.clone() for k, v in world.unet.state_dict().items()}
-    states = {}
-    attack.run(world, world.fresh_unet(), lambda i, m: states.__setitem__(i, {k: v.clone() for k, v in
-                                                                            m.state_dict().items()}), card)
-    assert prompts == ["[V]"] * 3
-    assert all(torch.equal(states[0][k], source[k]) for k in source)
-    assert any(not torch.equal(states[2][k], source[k]) for k in source)
-    prompts.clear()
-    other = build(attack_cfg("trigger_ft", ["attack.steps=1", "attack.batch_size=2", "attack.trigger_data=attacker",
-                                            "attack.schedule=[0,1]"]), "attack")
-    other.run(world, world.fresh_unet(), lambda i, m: None, card)
-    assert prompts == []
+    losses = {}
+    for target in ("noise", "frozen"):
+        attack = build(attack_cfg("trigger_ft", ["attack.steps=1", "attack.batch_size=2", "attack.schedule=[0,1]",
+                                                 f"attack.trigger_target={target}"]), "attack")
+        seen = []
+        attack.train = lambda params, loss_fn, **kw: seen.append(float(loss_fn(0).detach()))  # one loss, no update
+        attack.run(world, world.fresh_unet(), lambda i, m: None, card)
+        losses[target] = seen[0]
+    # by hand, with the attack's own random streams
+    data, sched = world.encoded("attacker"), training_scheduler(world.pipe)
+    gen = generator(0, "trigger_ft")
+    idx = torch.randint(0, len(data), (2,), generator=gen)
+    latents, emb = data.batch(idx)
+    torch.randint(0, 1, (1,), generator=gen)  # the trigger draw (one trigger)
+    noise, t = sample_noise_and_t(latents, sched.config.num_train_timesteps, gen)
+    noisy = sched.add_noise(latents, noise, t)
+    with torch.no_grad():
+        unet = world.fresh_unet().eval()
+        trig = unet(noisy, t, encoder_hidden_states=encode_prompts(world.pipe, ["[V]"]).expand_as(emb)).sample
+        plain = unet(noisy, t, encoder_hidden_states=encode_prompts(world.pipe, [""]).expand_as(emb)).sample
+    assert abs(losses["noise"] - float(((trig - noise) ** 2).mean())) < 1e-4 * max(1.0, losses["noise"])
+    assert abs(losses["frozen"] - float(((trig - plain) ** 2).mean())) < 1e-5 + 1e-3 * losses["frozen"]
+    assert losses["frozen"] < losses["noise"]
 
 
 def test_unknown_block_is_refused_before_training(world):
