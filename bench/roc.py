@@ -26,7 +26,9 @@ fraction of nulls the verdict calls watermarked) with its exact Clopper-Pearson 
 per-query tests (AIAO, ActiveMark) the per-query match rate on the nulls against the p0 the p-value
 assumes, and the raw score distributions (AIAO's cosines, ActiveMark's per-query bit scores, the
 bit methods' voted matches), into RESULTS_DIR/roc/: `roc_summary.csv` / `.md`, per method
-`<model>_<method>.csv` (every verification) and `roc_<model>_<method>.png`, and per world
+`<model>_<method>.csv` (every verification) and `roc_<model>_<method>.png`, `fpr_by_null_kind.csv` /
+`.md` (the same FPR and per-query rate for each kind of null: base, cross-key, independent,
+other-world), and per world
 `null_models_<model>.csv` / `.md`: the null models' owner-domain loss and FID beside the base
 model's, so a reader sees how good the nulls are.
 
@@ -213,6 +215,24 @@ def summary_rows(rows: pd.DataFrame, target: float) -> list[dict]:
     return out
 
 
+def null_kind(role: str) -> str:
+    """base | cross | independent | other-world: the kind of null a row's role names."""
+    return role.split("+")[0].split(":")[0]
+
+
+def by_null_kind(rows: pd.DataFrame) -> list[dict]:
+    """The empirical FPR (and, for per-query tests, the per-query match rate) on each kind of null separately:
+    cross-key nulls (marked by another owner) and independent ones (never marked) answer different questions."""
+    neg = rows[~rows.positive]
+    out = []
+    for kind, part in neg.groupby(neg.role.map(null_kind), sort=True):
+        k, n = int(part.detected.sum()), len(part)
+        lo, hi = clopper_pearson(k, n)
+        out.append({"null_kind": kind, "n_null": n, "null_detected": k, "fpr": k / n, "fpr_ci_low": lo,
+                    "fpr_ci_high": hi, **query_calibration(part)})
+    return out
+
+
 def query_calibration(neg: pd.DataFrame) -> dict:
     """For per-query tests (AIAO, ActiveMark): the per-query match rate on the nulls against the p0 the
     p-value assumes, with its Clopper-Pearson interval. p0 is valid when the observed rate is not above it."""
@@ -275,7 +295,7 @@ def measure(results: Path, n_indep: int, indep_steps: int, n_worlds: int, only: 
                          "experiment=seeds5 method=watermarkdm attack=full_ft -m")
     out_dir = results / "roc"
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary, worlds, nulls = [], {}, {}
+    summary, kinds, worlds, nulls = [], [], {}, {}
     for (model, data, method, verification), seeds in sorted(found.items()):
         first = next(iter(seeds.values()))[0]
         cfg = OmegaConf.create(first["config"])
@@ -311,6 +331,9 @@ def measure(results: Path, n_indep: int, indep_steps: int, n_worlds: int, only: 
         name = f"{model}_{method}"
         df.drop(columns=["scores"]).to_csv(out_dir / f"{name}.csv", index=False)
         plot(df, out_dir / f"roc_{name}.png", f"{model} / {method}")
+        for row in by_null_kind(df):
+            kinds.append({"model": model, "method": method, "n_keys": len(seeds), "target_fpr":
+                          verify.verification.target_fpr, **row})
         for row in summary_rows(df, verify.verification.target_fpr):
             summary.append({"model": model, "data": data, "method": method, "verification": verification, **row,
                             "n_keys": len(seeds), "null_kinds": ", ".join(sorted(set(df[~df.positive].role.str.split(
@@ -318,6 +341,9 @@ def measure(results: Path, n_indep: int, indep_steps: int, n_worlds: int, only: 
     table = pd.DataFrame(summary)
     table.to_csv(out_dir / "roc_summary.csv", index=False)
     (out_dir / "roc_summary.md").write_text(table.to_markdown(index=False, floatfmt=".3g") + "\n")
+    per_kind = pd.DataFrame(kinds)
+    per_kind.to_csv(out_dir / "fpr_by_null_kind.csv", index=False)
+    (out_dir / "fpr_by_null_kind.md").write_text(per_kind.to_markdown(index=False, floatfmt=".3g") + "\n")
     return table
 
 

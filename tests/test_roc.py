@@ -56,6 +56,10 @@ def test_summary_reports_auc_tpr_and_fpr_interval(roc_run):
     assert row.n_pos == K + 1 and row.n_null >= (K + 1) * K + K * (K - 1) + K + (K + 1) * 7
     assert 0 <= row.auc <= 1 and 0 <= row.fpr_ci_low <= row.fpr <= row.fpr_ci_high <= 1
     assert (results / "roc" / "roc_micro_watermarkdm.png").stat().st_size > 1000
+    kinds = pd.read_csv(results / "roc" / "fpr_by_null_kind.csv")
+    kinds = kinds[kinds.method == "watermarkdm"]
+    assert set(kinds.null_kind) == {"base", "cross", "independent", "other-world"}
+    assert kinds.n_null.sum() == row.n_null and kinds.null_detected.sum() == row.null_detected
     assert "auc" in out.stdout
 
 
