@@ -244,12 +244,14 @@ def query_calibration(neg: pd.DataFrame) -> dict:
             "null_query_rate": k / n, "null_query_rate_ci_low": lo, "null_query_rate_ci_high": hi}
 
 
-def plot(rows: pd.DataFrame, path: Path, title: str) -> None:
+def plot(rows: pd.DataFrame, path: Path, title: str, target: float | None = None) -> None:
+    """ROC (left), the test statistic of every verification by kind of model with the target's threshold
+    (middle: where a flat ROC hides the margins), and the raw per-query scores or voted matches (right)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     neg = rows[~rows.positive]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (left, mid, right) = plt.subplots(1, 3, figsize=(15, 3.8))
     for role, pos in rows[rows.positive].groupby("role"):
         pts = roc_points(pos.statistic.to_numpy(), neg.statistic.to_numpy())
         left.step(pts.fpr, pts.tpr, where="post", label=f"{role} (n={len(pos)})")
@@ -257,6 +259,17 @@ def plot(rows: pd.DataFrame, path: Path, title: str) -> None:
              title=f"{title}: ROC on -log10 p")
     left.set_xscale("symlog", linthresh=1e-3)
     left.legend(fontsize=6)
+    kinds = [(f"+ {role}", part) for role, part in rows[rows.positive].groupby("role")]
+    kinds += [(f"null: {kind}", part) for kind, part in neg.groupby(neg.role.map(null_kind))]
+    for y, (name, part) in enumerate(kinds):
+        jitter = np.random.default_rng(y).uniform(-0.25, 0.25, len(part))
+        mid.scatter(part.statistic, y + jitter, s=8, alpha=0.6, color="C1" if name.startswith("+") else "C0")
+    if target is not None:
+        mid.axvline(-math.log10(target), color="k", lw=0.8, ls="--", label=f"target FPR {target:g}")
+        mid.legend(fontsize=6)
+    mid.set_yticks(range(len(kinds)), [f"{name} ({len(part)})" for name, part in kinds], fontsize=7)
+    mid.set(xscale="symlog", xlim=(0, max(float(rows.statistic.max()), 1.0) * 1.5),
+            xlabel="-log10 p (the test statistic)", title="every verification")
     scores = [(r, s) for r, s in zip(rows.role, rows.scores) if isinstance(s, list)]
     if scores:  # per-query raw scores (cosines, bit scores)
         null_s = [x for (r, s), pos in zip(scores, rows.positive) if not pos for x in s]
@@ -330,7 +343,7 @@ def measure(results: Path, n_indep: int, indep_steps: int, n_worlds: int, only: 
         df = pd.DataFrame(rows)
         name = f"{model}_{method}"
         df.drop(columns=["scores"]).to_csv(out_dir / f"{name}.csv", index=False)
-        plot(df, out_dir / f"roc_{name}.png", f"{model} / {method}")
+        plot(df, out_dir / f"roc_{name}.png", f"{model} / {method}", verify.verification.target_fpr)
         for row in by_null_kind(df):
             kinds.append({"model": model, "method": method, "n_keys": len(seeds), "target_fpr":
                           verify.verification.target_fpr, **row})
