@@ -66,6 +66,8 @@ def main() -> None:
             if pd.isna(by["roma"]["removal/median"]) or pd.isna(by["watermarkdm"]["removal/median"]):
                 continue  # no removal time in this row (a budget-free attack such as permute)
             r = ratio(km(by["roma"]), km(by["watermarkdm"]))
+            if math.isnan(r["ratio"]):
+                continue  # neither was removed (attack=none): no ratio
             fmt = lambda x: "∞" if math.isinf(x) else f"{x:.2g}"  # noqa: E731
             print(f"* {attack}: {fmt(r['ratio'])}x (95% CI {fmt(r['ci_low'])}–{fmt(r['ci_high'])})")
 
