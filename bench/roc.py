@@ -202,17 +202,23 @@ def tpr_at(pos: np.ndarray, neg: np.ndarray, alpha: float) -> float:
 def summary_rows(rows: pd.DataFrame, target: float) -> list[dict]:
     """Per positive set: n, AUC, TPR at 1% and 0.1% FPR, and the empirical FPR at the target with its interval."""
     neg = rows[~rows.positive]
-    k, n = int(neg.detected.sum()), len(neg)
-    lo, hi = clopper_pearson(k, n)
-    calib = query_calibration(neg)
+    fpr = null_rates(neg)
     out = []
     for role, pos in rows[rows.positive].groupby("role"):
         p, q = pos.statistic.to_numpy(), neg.statistic.to_numpy()
         auc = float(stats.mannwhitneyu(p, q).statistic / (len(p) * len(q)))
-        out.append({"positives": role, "n_pos": len(p), "n_null": n, "auc": auc, "tpr@1%": tpr_at(p, q, 0.01),
+        out.append({"positives": role, "n_pos": len(p), "auc": auc, "tpr@1%": tpr_at(p, q, 0.01),
                     "tpr@0.1%": tpr_at(p, q, 0.001), "tpr@target": float(pos.detected.mean()),
-                    "target_fpr": target, "null_detected": k, "fpr": k / n, "fpr_ci_low": lo, "fpr_ci_high": hi, **calib})
+                    "target_fpr": target, **fpr})
     return out
+
+
+def null_rates(neg: pd.DataFrame) -> dict:
+    """How often the verdict fired on these nulls (with its Clopper-Pearson interval), and the per-query rate."""
+    k, n = int(neg.detected.sum()), len(neg)
+    lo, hi = clopper_pearson(k, n)
+    return {"n_null": n, "null_detected": k, "fpr": k / n, "fpr_ci_low": lo, "fpr_ci_high": hi,
+            **query_calibration(neg)}
 
 
 def null_kind(role: str) -> str:
@@ -224,13 +230,7 @@ def by_null_kind(rows: pd.DataFrame) -> list[dict]:
     """The empirical FPR (and, for per-query tests, the per-query match rate) on each kind of null separately:
     cross-key nulls (marked by another owner) and independent ones (never marked) answer different questions."""
     neg = rows[~rows.positive]
-    out = []
-    for kind, part in neg.groupby(neg.role.map(null_kind), sort=True):
-        k, n = int(part.detected.sum()), len(part)
-        lo, hi = clopper_pearson(k, n)
-        out.append({"null_kind": kind, "n_null": n, "null_detected": k, "fpr": k / n, "fpr_ci_low": lo,
-                    "fpr_ci_high": hi, **query_calibration(part)})
-    return out
+    return [{"null_kind": kind, **null_rates(part)} for kind, part in neg.groupby(neg.role.map(null_kind), sort=True)]
 
 
 def query_calibration(neg: pd.DataFrame) -> dict:
@@ -349,8 +349,8 @@ def measure(results: Path, n_indep: int, indep_steps: int, n_worlds: int, only: 
                           verify.verification.target_fpr, **row})
         for row in summary_rows(df, verify.verification.target_fpr):
             summary.append({"model": model, "data": data, "method": method, "verification": verification, **row,
-                            "n_keys": len(seeds), "null_kinds": ", ".join(sorted(set(df[~df.positive].role.str.split(
-                                "+").str[0].str.split(":").str[0])))})
+                            "n_keys": len(seeds),
+                            "null_kinds": ", ".join(sorted(set(df[~df.positive].role.map(null_kind))))})
     table = pd.DataFrame(summary)
     table.to_csv(out_dir / "roc_summary.csv", index=False)
     (out_dir / "roc_summary.md").write_text(table.to_markdown(index=False, floatfmt=".3g") + "\n")

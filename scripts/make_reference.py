@@ -4,10 +4,11 @@
     .venv/bin/python scripts/make_reference.py --add [RESULTS_DIR]    # add RESULTS_DIR's records to them
 
 Each record keeps its status, identity, versions, metrics, config, provenance, key and models, and
-of its curves only the robustness and utility curves without per-query scores (what the leaderboard and its plots read); the
-leaderboard (CSV, markdown) and survival table are aggregated from those slim records, so `tests/test_reference.py` can check that re-aggregating
-them reproduces the committed files. When RESULTS_DIR/roc exists (`python -m bench.roc`), it is copied
-to results/reference/roc/ as it is: its models are not in the records, so it cannot be re-aggregated.
+of its curves only the robustness and utility curves without per-query scores (what the leaderboard
+and its plots read). The leaderboard (CSV, markdown) and survival table are aggregated from those
+slim records, so `tests/test_reference.py` can check that re-aggregating them reproduces the
+committed files. When RESULTS_DIR/roc exists (`python -m bench.roc`), it is copied to
+results/reference/roc/ as it is: its models are not in the records, so it cannot be re-aggregated.
 """
 from __future__ import annotations
 
