@@ -1,8 +1,9 @@
 """Records -> leaderboard rows: one row per configuration, statistics over its seeds.
 
 A row is one identity (`bench.identity`): model, data, method variant, attack variant and metric
-settings; only runs identical apart from `seed` share a row. Within a row, records at older
-component versions are superseded by the newest (they stay on disk and are counted).
+settings; only runs identical apart from `seed` share a row. Records at older component versions are
+superseded by those at the newest versions with the same labels, even where the bump changed the config
+hash (they stay on disk and are counted).
 
 Per metric, over the row's complete seeds (`n_seeds`):
 * numbers: mean, standard deviation and a 95% t interval, mean ± t(0.975, n-1) s / sqrt(n)
@@ -39,12 +40,31 @@ def identity_of(rec: dict) -> dict:
     return {"group": digest([labels, config]), "labels": labels, "components": {g: labels[g] for g in LABELS}}
 
 
+def version_key(versions) -> tuple:
+    """A sortable form of a record's `versions` (nested dicts of version strings): numbers compare as numbers."""
+    if isinstance(versions, dict):
+        return tuple((k, version_key(versions[k])) for k in sorted(versions))
+    text = str(versions)
+    return (0, int(text), "") if text.isdigit() else (1, 0, text)
+
+
 def current(records: list[dict]) -> tuple[list[dict], int]:
-    """The records at the newest component versions of their row, and how many older ones were set aside."""
-    newest: dict[str, str] = {}
-    for rec in records:  # records come oldest first: the last version seen per group is the newest
-        newest[identity_of(rec)["group"]] = digest(rec.get("versions"))
-    kept = [r for r in records if digest(r.get("versions")) == newest[identity_of(r)["group"]]]
+    """The records at the newest component versions of their row, and how many older ones were set aside.
+
+    Rows are matched by their labels, not only by their config hash: a version bump that adds a config key
+    (say `trigger_target`) changes the hash, yet the old records are still the superseded default of the
+    same variant. Newest means the highest versions, whatever order the files were written or checked out in.
+    """
+    def row(rec: dict) -> tuple:
+        labels = identity_of(rec)["labels"]
+        return tuple(str(labels.get(g)) for g in LABELS)
+
+    newest: dict[tuple, tuple] = {}
+    for rec in records:
+        key = version_key(rec.get("versions"))
+        if row(rec) not in newest or key > newest[row(rec)]:
+            newest[row(rec)] = key
+    kept = [r for r in records if version_key(r.get("versions")) == newest[row(r)]]
     return kept, len(records) - len(kept)
 
 

@@ -156,11 +156,18 @@ def test_failed_runs_and_superseded_versions(tmp_path):
     old = record_from(planned(["seed=2"]))
     old["versions"] = {**old["versions"], "method": "0"}
     old["run_id"] += "-old"
-    write(tmp_path, [old, ok, failed])
+    # a bump that also added a config key: another config hash, the same labels, an older attack version
+    bumped = record_from(planned(["seed=3", "attack.lr=2e-5"]))
+    bumped["identity"] = {**ok["identity"], "group": "0ld9r0up", "components": {**ok["identity"]["components"],
+                                                                                 "attack": "0ldc0nf"}}
+    bumped["versions"] = {**ok["versions"], "attack": "0"}
+    # written last (and the newest file), yet at older versions: versions decide, not file order
+    write(tmp_path, [ok, failed, old, bumped])
     df = write_leaderboard(tmp_path)
     row = df.iloc[0]
     assert len(df) == 1 and row["status"] == "partial" and row["n_seeds"] == 1 and row["n_failed"] == 1
-    assert "out of memory" in row["error"] and df.attrs["superseded"] == 1
+    assert "out of memory" in row["error"] and df.attrs["superseded"] == 2
+    assert row["seeds"] == "0"
     assert (tmp_path / "robustness_micro_full_ft.png").stat().st_size > 1000
 
 
