@@ -138,16 +138,24 @@ def _write_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def mixed_builds(records: list[dict]) -> list[str]:
-    """Rows whose seeds ran on different builds of their world (records' `provenance.world_fingerprint`):
-    same config, other weights (another thread count or machine), so their spread is not only the seeds'."""
+def world_builds(records: list[dict]) -> tuple[list[str], dict[str, dict[str, int]]]:
+    """Which builds of its world each row's seeds ran on (records' `provenance.world_fingerprint`).
+
+    Returns the rows whose seeds ran on two or more known builds (same config, other weights: another
+    thread count or machine, so their spread is not only the seeds'), and, for every row with more than one
+    build or with seeds whose build was not recorded (records older than the fingerprint) beside known ones,
+    the number of seeds per build ("unrecorded" for those)."""
     kept, _ = current([r for r in records if r.get("status") == "complete"])
     labels, prints = row_labels(kept), {}
     for rec in kept:
-        fp = (rec.get("provenance") or {}).get("world_fingerprint")
-        if fp:
-            prints.setdefault(identity_of(rec)["group"], set()).add(fp)
-    return sorted(" / ".join(labels[g][k] for k in LABELS) for g, fps in prints.items() if len(fps) > 1)
+        fp = (rec.get("provenance") or {}).get("world_fingerprint") or "unrecorded"
+        counts = prints.setdefault(identity_of(rec)["group"], {})
+        counts[fp] = counts.get(fp, 0) + 1
+    name = {g: " / ".join(labels[g][k] for k in LABELS) for g in prints}
+    mixed = sorted(name[g] for g, c in prints.items() if len(set(c) - {"unrecorded"}) > 1)
+    breakdown = {name[g]: dict(sorted(c.items())) for g, c in sorted(prints.items(), key=lambda x: name[x[0]])
+                 if len(c) > 1}
+    return mixed, breakdown
 
 
 def write_leaderboard(results_dir: Path, require_records: bool = False) -> pd.DataFrame:
@@ -178,13 +186,14 @@ def write_leaderboard(results_dir: Path, require_records: bool = False) -> pd.Da
     matrix = survival_matrix(records)
     if not matrix.empty:
         _write_text(results_dir / "survival.md", matrix.fillna("").to_markdown(index=False) + "\n")
-    mixed = mixed_builds(records)
+    mixed, builds = world_builds(records)
     for row in mixed:
-        log.warning("row %s mixes seeds run on different builds of its world (provenance.world_fingerprint)", row)
+        log.warning("row %s mixes seeds run on different builds of its world (provenance.world_fingerprint): %s",
+                    row, builds[row])
     write_json_atomic(results_dir / "leaderboard_meta.json",
                       {"higher_is_better": directions, "n_records": len(records),
                        "n_superseded": int(df.attrs.get("superseded", 0)), "n_rows": len(df),
-                       "mixed_world_builds": mixed})
+                       "mixed_world_builds": mixed, "world_builds": builds})
     plot_robustness(records, results_dir)
     plot_lmc(records, results_dir)
     write_report(results_dir, records)

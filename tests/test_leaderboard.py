@@ -75,12 +75,15 @@ def test_rows_mixing_world_builds_are_flagged(tmp_path):
         rec["provenance"] = {"world_fingerprint": fp}
     write(tmp_path / "same", recs)
     write_leaderboard(tmp_path / "same")
-    assert json.loads((tmp_path / "same" / "leaderboard_meta.json").read_text())["mixed_world_builds"] == []
+    meta = json.loads((tmp_path / "same" / "leaderboard_meta.json").read_text())
+    row = "micro / micro / roma / full_ft / default"
+    assert meta["mixed_world_builds"] == []  # a seed without a fingerprint is unknown, not another build
+    assert meta["world_builds"] == {row: {"aaaa": 2, "unrecorded": 1}}  # but the breakdown shows it
     recs[2]["provenance"]["world_fingerprint"] = "bbbb"
     write(tmp_path / "mixed", recs)
     write_leaderboard(tmp_path / "mixed")
-    mixed = json.loads((tmp_path / "mixed" / "leaderboard_meta.json").read_text())["mixed_world_builds"]
-    assert mixed == ["micro / micro / roma / full_ft / default"], mixed
+    meta = json.loads((tmp_path / "mixed" / "leaderboard_meta.json").read_text())
+    assert meta["mixed_world_builds"] == [row] and meta["world_builds"] == {row: {"aaaa": 2, "bbbb": 1}}
 
 
 def test_attack_seed_interpolation_does_not_split_seeds():
