@@ -59,12 +59,11 @@ def current(records: list[dict]) -> tuple[list[dict], int]:
         labels = identity_of(rec)["labels"]
         return tuple(str(labels.get(g)) for g in LABELS)
 
+    keys = [(row(rec), version_key(rec.get("versions"))) for rec in records]  # each computed once
     newest: dict[tuple, tuple] = {}
-    for rec in records:
-        key = version_key(rec.get("versions"))
-        if row(rec) not in newest or key > newest[row(rec)]:
-            newest[row(rec)] = key
-    kept = [r for r in records if version_key(r.get("versions")) == newest[row(r)]]
+    for label, key in keys:
+        newest[label] = max(newest.get(label, key), key)
+    kept = [r for r, (label, key) in zip(records, keys) if key == newest[label]]
     return kept, len(records) - len(kept)
 
 
