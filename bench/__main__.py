@@ -49,6 +49,33 @@ def main(cfg: DictConfig) -> None:
                   record.get("error"))
 
 
+def check_choices(argv: list[str]) -> str | None:
+    """The one-paragraph error for a config-group choice that names no YAML (`method=nosuch`), or None.
+
+    Hydra's own message for it exits with status 1 before the app runs; the harness promises 2 for bad input."""
+    import re
+    from pathlib import Path
+
+    from bench.identity import CONF
+    folders = [CONF] + [Path(m) for a in argv if a.startswith("hydra.searchpath")
+                        for m in re.findall(r"file://([^,\]]+)", a)]
+    for arg in argv:
+        m = re.fullmatch(r"\+{0,2}(model|data|method|attack|metrics|logger|experiment)=([\w,.-]+)", arg)
+        if not m:
+            continue  # not a group choice, or a sweep expression (glob(...), choice(...)) that Hydra checks
+        group, names = m.group(1), m.group(2).split(",")
+        known = sorted({p.stem for f in folders for p in (f / group).glob("*.yaml")})
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            return (f"{group}={','.join(unknown)} names no config: conf/{group}/ has {', '.join(known)}. Pick one "
+                    f"of those (python -m bench --help lists every group), or add conf/{group}/{unknown[0]}.yaml.")
+    return None
+
+
 if __name__ == "__main__":
+    problem = check_choices(sys.argv[1:])
+    if problem:
+        print(f"\nerror: {problem}\n", file=sys.stderr)
+        sys.exit(2)
     main()
     sys.exit(exit_status())

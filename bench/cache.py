@@ -124,3 +124,16 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str))
     os.replace(tmp, path)
+
+
+def write_new_json(path: Path, obj: Any) -> None:
+    """Write JSON to `path`, which must not exist: complete or absent (a temporary file hard-linked into place, so
+    a file that appeared meanwhile is never replaced: FileExistsError)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str))
+    try:
+        os.link(tmp, path)
+    finally:
+        tmp.unlink()

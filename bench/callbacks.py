@@ -26,7 +26,12 @@ def up_to_date(results: Path) -> bool:
     if not paths:
         return False
     newest = max(p.stat().st_mtime for p in paths)
-    return meta.stat().st_mtime >= newest and json.loads(meta.read_text()).get("n_records") == len(paths)
+    try:
+        counted = json.loads(meta.read_text())
+        counted = counted.get("n_records", 0) + len(counted.get("skipped_records", []))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return False
+    return meta.stat().st_mtime >= newest and counted == len(paths)
 
 
 class LeaderboardCallback(Callback):
@@ -41,7 +46,7 @@ class LeaderboardCallback(Callback):
         if not up_to_date(results):
             from bench.leaderboard import write_leaderboard
             try:
-                df = write_leaderboard(results)
+                df = write_leaderboard(results, skip_bad=True)  # a bad file is named and left out: runs go on
             except BenchError as err:  # e.g. two variants given one label: the jobs ran, the table is refused
                 print(f"\nerror: {err}\n", file=sys.stderr)
                 return

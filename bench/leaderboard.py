@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from bench.errors import BenchError, ConfigError
 from bench.identity import check_label_collisions
 from bench.record import load_records
 from bench.survival import censored_times, describe, km_median
+from bench.untrusted import csv_safe, safe_cell
 
 log = logging.getLogger(__name__)
 # (metric, column title) shown in leaderboard.md, in this order, when present
@@ -81,7 +83,7 @@ def markdown(df: pd.DataFrame, directions: dict) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in df.iterrows():
         status = "" if row["status"] == "complete" else f" ({row['status']})"
-        cells = [str(row[c]) for c in LABELS] + [f"{int(row['n_seeds'])}{status}"] + [cell(row, m) for m, _ in shown]
+        cells = [safe_cell(row[c]) for c in LABELS] + [f"{int(row['n_seeds'])}{status}"] + [cell(row, m) for m, _ in shown]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -133,7 +135,7 @@ def survival_matrix(records: list[dict]) -> pd.DataFrame:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     tmp.replace(path)
 
@@ -158,16 +160,22 @@ def world_builds(records: list[dict]) -> tuple[list[str], dict[str, dict[str, in
     return mixed, breakdown
 
 
-def write_leaderboard(results_dir: Path, require_records: bool = False) -> pd.DataFrame:
+def write_leaderboard(results_dir: Path, require_records: bool = False, skip_bad: bool = False) -> pd.DataFrame:
     """Write leaderboard.csv / .md, survival.md, leaderboard_meta.json, the plots and report.html; return the table.
 
-    `require_records`: refuse (BenchError) a folder with no records instead of writing nothing."""
+    Every record is parsed first (`bench.record.load_records`): a file that is not a readable record is refused,
+    naming it, and nothing is written, unless `skip_bad` (it is then left out with a warning and listed in
+    leaderboard_meta.json). The tables are computed in full before any file is replaced, and each file is
+    replaced atomically. `require_records`: refuse (BenchError) a folder with no records instead of writing
+    nothing."""
     from bench.plots import plot_lmc, plot_robustness
+    from bench.record import scan_records
     from bench.report import write_report
 
     results_dir = Path(results_dir)
     start = time.perf_counter()
-    records = load_records(results_dir)
+    records = load_records(results_dir, skip_bad=skip_bad)
+    skipped = [str(p) for p, _ in scan_records(results_dir)[1]] if skip_bad else []
     if not records:  # nothing ran (e.g. every job was refused): write nothing
         if require_records:
             raise BenchError(f"No records under {results_dir / 'records'}: there is nothing to aggregate. Point the "
@@ -177,23 +185,26 @@ def write_leaderboard(results_dir: Path, require_records: bool = False) -> pd.Da
         return table(records)
     check_label_collisions(records)
     df = table(records)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    tmp = results_dir / ".leaderboard.csv.tmp"
-    df.to_csv(tmp, index=False)
-    tmp.replace(results_dir / "leaderboard.csv")
     directions = {n: m["higher_is_better"] for r in records for n, m in r.get("metrics", {}).items()}
-    _write_text(results_dir / "leaderboard.md", markdown(df, directions))
+    board = markdown(df, directions)
     matrix = survival_matrix(records)
-    if not matrix.empty:
-        _write_text(results_dir / "survival.md", matrix.fillna("").to_markdown(index=False) + "\n")
+    survival = None if matrix.empty else matrix.fillna("").map(safe_cell).rename(columns=safe_cell).to_markdown(index=False) + "\n"
     mixed, builds = world_builds(records)
     for row in mixed:
         log.warning("row %s mixes seeds run on different builds of its world (provenance.world_fingerprint): %s",
                     row, builds[row])
-    write_json_atomic(results_dir / "leaderboard_meta.json",
-                      {"higher_is_better": directions, "n_records": len(records),
-                       "n_superseded": int(df.attrs.get("superseded", 0)), "n_rows": len(df),
-                       "mixed_world_builds": mixed, "world_builds": builds})
+    meta = {"higher_is_better": directions, "n_records": len(records),
+            "n_superseded": int(df.attrs.get("superseded", 0)), "n_rows": len(df),
+            "mixed_world_builds": mixed, "world_builds": builds, **({"skipped_records": skipped} if skipped else {})}
+    # everything is computed: now replace the files, each atomically
+    results_dir.mkdir(parents=True, exist_ok=True)
+    tmp = results_dir / f".leaderboard.csv.tmp-{os.getpid()}"
+    df.map(csv_safe).to_csv(tmp, index=False)
+    tmp.replace(results_dir / "leaderboard.csv")
+    _write_text(results_dir / "leaderboard.md", board)
+    if survival is not None:
+        _write_text(results_dir / "survival.md", survival)
+    write_json_atomic(results_dir / "leaderboard_meta.json", meta)
     plot_robustness(records, results_dir)
     plot_lmc(records, results_dir)
     write_report(results_dir, records)
@@ -203,32 +214,52 @@ def write_leaderboard(results_dir: Path, require_records: bool = False) -> pd.Da
 
 
 def log_to_logger(logger_cfg, results_dir: Path) -> None:
-    """Log the leaderboard to the configured logger (a config with `_target_`, e.g. logger=wandb)."""
+    """Log the leaderboard to the user's configured logger (a config with `_target_`, e.g. logger=wandb). The
+    logger comes from the user's own config (the sweep's, or `--logger NAME` of conf/logger/), never a record."""
     if logger_cfg and "_target_" in logger_cfg:
         from hydra.utils import instantiate
         instantiate(logger_cfg).log_leaderboard(Path(results_dir))
 
 
+def user_logger(name: str, results_dir: Path):
+    """conf/logger/NAME.yaml, composed for `results_dir` (None for `none`); an unknown name is one paragraph."""
+    from bench.untrusted import registry
+    known = sorted(set(registry("logger").values()) | {"none"})
+    if name not in known:
+        raise ConfigError(f"--logger {name!r} is not one of conf/logger/ ({', '.join(known)}).")
+    if name == "none":
+        return None
+    from hydra import compose, initialize_config_dir
+
+    import bench.config  # noqa: F401
+    from bench.identity import CONF
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=[f"logger={name}", f"paths.results_dir={results_dir}"]).logger
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results_dir", nargs="?", default="results", help="folder holding records/ (default: results)")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="leave out (and list) files under records/ that are not readable records, instead of "
+                             "refusing the folder")
+    parser.add_argument("--logger", default="none", help="also log the leaderboard with conf/logger/NAME (e.g. wandb)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     folder = Path(args.results_dir)
     try:
+        logger = user_logger(args.logger, folder)
         if not folder.is_dir():
             raise BenchError(f"Results folder '{folder}' does not exist. Give the folder a sweep wrote (it holds "
                              "records/), e.g. python -m bench.leaderboard results")
-        write_leaderboard(folder, require_records=True)
+        write_leaderboard(folder, require_records=True, skip_bad=args.skip_bad)
     except (BenchError, ConfigError) as err:
         print(f"\nerror: {err}\n", file=sys.stderr)
         return 2
     print((folder / "leaderboard.md").read_text())
     if (folder / "survival.md").is_file():
         print((folder / "survival.md").read_text())
-    newest = load_records(folder)[-1:]  # its logger settings (e.g. logger=wandb) apply
-    if newest:
-        log_to_logger(newest[0].get("config", {}).get("logger"), folder)
+    log_to_logger(logger, folder)
     return 0
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import importlib.metadata
-import json
+import logging
 import os
 import platform
 import subprocess
@@ -10,7 +10,11 @@ import sys
 from pathlib import Path
 
 from bench.cache import write_json_atomic
+from bench.errors import BenchError, ConfigError
 from bench.identity import RECORD_VERSION
+from bench.untrusted import parse_record, read_json
+
+log = logging.getLogger(__name__)
 
 PACKAGES = ("torch", "diffusers", "transformers", "hydra-core", "torchmetrics", "clean-fid", "peft", "safetensors",
             "submitit", "wandb", "lifelines")
@@ -51,22 +55,59 @@ def record_path(records_dir: Path, rid: str) -> Path:
 
 
 def read_record(path: Path) -> dict | None:
-    """The record at `path`, or None if there is none."""
+    """The record at `path`, or None if there is none, or if it is not a record this harness can read (a run
+    whose own record is damaged is re-run, which rewrites it; the reason is logged)."""
     path = Path(path)
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        return parse_record(read_json(path, "The record", "It is re-run and rewritten."), str(path))
+    except ConfigError as err:
+        log.warning("%s", err)
+        return None
 
 
-def load_records(results_or_records: Path) -> list[dict]:
-    """Every record under `<folder>/records` (or `<folder>` itself if it holds run folders), one per run id,
-    oldest first (the newest file wins for a run id)."""
+class BadRecords(BenchError):
+    """Records under a results folder that this harness cannot read (each named, with the fix)."""
+
+
+def scan_records(results_or_records: Path) -> tuple[list[dict], list[tuple[Path, str]]]:
+    """(records, bad): every readable record under `<folder>/records` (or `<folder>` itself if it holds run
+    folders), one per run id, oldest first (the newest file wins for a run id), and (path, reason) of each file
+    that is not a record this harness can read (`bench.untrusted.parse_record`). A record's run id must be the
+    name of its own folder: one file can never stand in for another run."""
     folder = Path(results_or_records)
     if (folder / "records").is_dir():
         folder = folder / "records"
-    records = {}
-    for path in sorted(folder.glob("*/record.json"), key=lambda p: p.stat().st_mtime):
-        rec = json.loads(path.read_text())
+    records, bad = {}, []
+    paths = [p for p in folder.glob("*/record.json")]
+    for path in sorted(paths, key=lambda p: (p.stat().st_mtime if p.exists() else 0, str(p))):
+        try:
+            rec = parse_record(read_json(path, "The record", "Move it out of the records folder."), str(path))
+            if rec["run_id"] != path.parent.name:
+                raise ConfigError(f"The record {path} names run {rec['run_id']!r}, not its folder's "
+                                  f"{path.parent.name!r}: a record describes the run of its own folder. Move it "
+                                  "out of the records folder.")
+        except ConfigError as err:
+            bad.append((path, str(err)))
+            continue
         records[rec["run_id"]] = rec
-    return list(records.values())
+    return list(records.values()), bad
+
+
+def load_records(results_or_records: Path, skip_bad: bool = False) -> list[dict]:
+    """The records of `scan_records`. A file that is not a readable record is refused (`BadRecords`, naming each)
+    unless `skip_bad`, which leaves it out with a warning naming it."""
+    records, bad = scan_records(results_or_records)
+    if bad and not skip_bad:
+        listed = " ".join(f"({i + 1}) {why}" for i, (_, why) in enumerate(bad[:5]))
+        more = f" ... and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise BadRecords(f"{len(bad)} file(s) under the records folder are not records this harness can aggregate, "
+                         f"so nothing was written: {listed}{more} Fix or remove them, or pass --skip-bad to "
+                         "aggregate the other records and list these.")
+    for path, why in bad:
+        log.warning("skipped %s: %s", path, why)
+    return records
 
 
 def write_record(path: Path, record: dict) -> None:

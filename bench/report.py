@@ -17,7 +17,9 @@ import argparse
 import base64
 import datetime
 import json
+import logging
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -26,7 +28,11 @@ import pandas as pd
 
 from bench.aggregate import LABELS, current, identity_of, row_labels, table
 from bench.leaderboard import HEADLINE, arrow, cell, survival_matrix
+from bench.errors import BenchError, ConfigError
 from bench.record import load_records
+from bench.untrusted import read_json, run_name
+
+log = logging.getLogger(__name__)
 
 EMBED_LIMIT = 15_000_000  # bytes of sample grids embedded in the page; beyond it they are linked
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -97,14 +103,19 @@ def sample_grids(records: list[dict], labels: dict, records_dir: Path, results_d
     chosen: dict[str, tuple[dict, Path]] = {}
     for rec in sorted(records, key=lambda r: (r["seed"], r["run_id"])):
         group = identity_of(rec)["group"]
-        png = records_dir / rec["run_id"] / "samples.png"
+        png = records_dir / run_name(rec["run_id"], "A record's run_id", "") / "samples.png"  # never a path
         if rec["status"] == "complete" and group not in chosen and png.is_file():
             chosen[group] = (rec, png)
     embed = sum(p.stat().st_size for _, p in chosen.values()) < EMBED_LIMIT
     grids = []
     for group, (rec, png) in chosen.items():
         meta_path = png.with_name("samples.json")
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        try:
+            meta = read_json(meta_path, "The sample grid's", "") if meta_path.is_file() else {}
+        except ConfigError as err:
+            log.warning("%s", err)
+            meta = {}
+        meta = meta if isinstance(meta, dict) else {}
         names = [{"row": str(r.get("row", "")), "prompt": r.get("prompt")} for r in meta.get("rows") or []]
         cell_px = min(max(int(meta.get("resolution") or 64), 64), 128)
         grids.append({"labels": labels[group], "run_id": rec["run_id"], "seed": rec["seed"],
@@ -178,7 +189,7 @@ def write_report(results_dir: Path, records: list[dict] | None = None) -> Path:
     results_dir = Path(results_dir)
     html = render(results_dir, records)
     path = results_dir / "report.html"
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(path)
     return path
@@ -187,13 +198,18 @@ def write_report(results_dir: Path, records: list[dict] | None = None) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results_dir", nargs="?", default="results", help="folder holding records/ (default: results)")
+    parser.add_argument("--skip-bad", action="store_true", help="leave out (and name) files that are not records")
     args = parser.parse_args(argv)
     folder = Path(args.results_dir)
     if not folder.is_dir():
         print(f"\nerror: results folder '{folder}' does not exist. Give the folder a sweep wrote (it holds "
               "records/), e.g. python -m bench.report results\n", file=sys.stderr)
         return 2
-    print(write_report(folder))
+    try:
+        print(write_report(folder, load_records(folder, skip_bad=args.skip_bad)))
+    except BenchError as err:
+        print(f"\nerror: {err}\n", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -81,6 +81,19 @@ def groups(records: list[dict]) -> dict[tuple, dict[int, list[dict]]]:
     return {k: v for k, v in out.items() if len(v) >= 2}
 
 
+FIX = "bench.roc instantiates only the harness's own components and reads only files inside the cache it was given."
+
+
+def checked(rec: dict) -> dict:
+    """`rec`, if the components bench.roc instantiates from it are the harness's own (`bench.untrusted.component`)."""
+    from bench.untrusted import component
+    where = f"The record {rec['run_id']}'s config"
+    for g in ("model", "data", "method"):
+        component(rec["config"][g], g, f"{where}.{g}", FIX)
+    component(rec["config"]["metrics"]["verification"], "metrics", f"{where}.metrics.verification", FIX)
+    return rec
+
+
 class Verifier:
     """Verification of any (key, model) pair with one method group's settings, through the verify cache."""
 
@@ -88,7 +101,7 @@ class Verifier:
         from omegaconf import OmegaConf
 
         from bench.runner import build
-        cfg = OmegaConf.create(rec["config"])
+        cfg = OmegaConf.create(checked(rec)["config"])
         self.method = build(cfg.method, "method")
         self.verification = build(cfg.metrics.verification, "metrics")
         self.cache, self.world, self.data_cfg = cache, world, rec["config"]["data"]
@@ -96,9 +109,11 @@ class Verifier:
     def __call__(self, rec: dict, ref, world=None) -> dict:
         from bench.metrics.base import EvalContext
         from methods.base import Key
-        folder = Path(rec["key"]["folder"])
+        from bench.untrusted import confined, hex_address
+        address = hex_address(rec["key"]["address"], f"The record {rec['run_id']}'s key.address", FIX)
+        folder = self.cache.path_for("embed", address) / "key"  # the key lives in the user's cache, by its address
         if not folder.is_dir():
-            folder = self.cache.path_for("embed", rec["key"]["address"]) / "key"
+            folder = confined(rec["key"]["folder"], self.cache.root, f"The record {rec['run_id']}'s key.folder", FIX)
         ctx = EvalContext(world=world or self.world, method=self.method, key=Key.load(folder),
                           key_address=rec["key"]["address"], cache=self.cache, seed=rec["seed"],
                           data_key=self.data_cfg, base=ref, watermarked=ref, attacked=[], null_attacked=[])
@@ -106,8 +121,11 @@ class Verifier:
 
 
 def model_ref(cache, entry: dict):
+    """A model a record lists; its weights file must lie inside the cache."""
     from bench.metrics.base import ModelRef
-    return ModelRef(entry["address"], cache.root / entry["weights"] if entry.get("weights") else None)
+    from bench.untrusted import confined
+    weights = confined(entry["weights"], cache.root, "A record's model weights", FIX) if entry.get("weights") else None
+    return ModelRef(entry["address"], weights)
 
 
 def marked_models(cache, recs: list[dict]) -> list[tuple[str, object]]:
@@ -287,7 +305,8 @@ def plot(rows: pd.DataFrame, path: Path, title: str, target: float | None = None
     plt.close(fig)
 
 
-def measure(results: Path, n_indep: int, indep_steps: int, n_worlds: int, only: list[str]) -> pd.DataFrame:
+def measure(results: Path, n_indep: int, indep_steps: int, n_worlds: int, only: list[str], cache_dir: Path | None = None,
+            skip_bad: bool = False) -> pd.DataFrame:
     """Verify every key on positives and nulls; write the per-method files and return the summary."""
     import torch
     from tqdm.auto import tqdm
@@ -299,7 +318,8 @@ def measure(results: Path, n_indep: int, indep_steps: int, n_worlds: int, only: 
     from omegaconf import OmegaConf
 
     torch.set_grad_enabled(True)
-    found = groups(load_records(results))
+    found = groups([checked(r) for r in load_records(results, skip_bad=skip_bad)
+                    if r["status"] == "complete" and "verification" in r["config"].get("metrics", {})])
     if only:
         found = {k: v for k, v in found.items() if k[2].split("[")[0] in only}
     if not found:
@@ -312,7 +332,7 @@ def measure(results: Path, n_indep: int, indep_steps: int, n_worlds: int, only: 
     for (model, data, method, verification), seeds in sorted(found.items()):
         first = next(iter(seeds.values()))[0]
         cfg = OmegaConf.create(first["config"])
-        cache = Cache(first["config"]["paths"]["cache_dir"])
+        cache = Cache(cache_dir or results / "cache")  # the user's cache, never a path a record names
         wkey = (model, data)
         if wkey not in worlds:
             world, _ = world_stage(cache, build(cfg.model, "model"), first["config"]["model"], build(cfg.data, "data"),
@@ -367,12 +387,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--indep-steps", type=int, default=1500, help="their training steps (default 1500)")
     parser.add_argument("--other-worlds", type=int, default=1, help="worlds built with another model.seed (default 1)")
     parser.add_argument("--method", action="append", default=[], help="only these methods (repeatable)")
+    parser.add_argument("--cache", type=Path, default=None, help="the cache holding the runs' models (default: "
+                        "RESULTS_DIR/cache)")
+    parser.add_argument("--skip-bad", action="store_true", help="leave out (and name) files that are not records")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
     try:
         if min(args.independent, args.other_worlds) < 0 or args.indep_steps < 1:
             raise BenchError("--independent and --other-worlds must be >= 0 and --indep-steps >= 1.")
-        table = measure(Path(args.results_dir), args.independent, args.indep_steps, args.other_worlds, args.method)
+        table = measure(Path(args.results_dir), args.independent, args.indep_steps, args.other_worlds, args.method,
+                        args.cache, args.skip_bad)
     except BenchError as err:
         print(f"\nerror: {err}\n", file=sys.stderr)
         return 2

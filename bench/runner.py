@@ -36,6 +36,7 @@ def build(node: DictConfig, group: str):
         node = node.copy()
         OmegaConf.set_struct(node, False)
         node.pop("label")
+    check_types(node, group)
     try:
         return instantiate(node, _convert_="all")
     except InstantiationException as err:
@@ -44,6 +45,26 @@ def build(node: DictConfig, group: str):
             raise cause from None
         raise ConfigError(f"The '{group}' config could not be instantiated: {cause or err}. Check the keys you "
                           f"overrode against conf/{group}/ (`python -m bench --help` lists the options).") from None
+
+
+def check_types(node: DictConfig, group: str) -> None:
+    """Refuse a text value where the component's constructor defaults to a number (`attack.lr=abc`), naming the key,
+    before the constructor fails on it with a message that does not."""
+    import inspect
+
+    from hydra.utils import get_class
+    try:
+        params = inspect.signature(get_class(str(node.get("_target_")))).parameters
+    except Exception:  # a function target, or one hydra will refuse with its own message
+        return
+    for name, param in params.items():
+        default = param.default
+        if isinstance(default, bool) or not isinstance(default, (int, float)) or name not in node:
+            continue
+        value = node[name]
+        if isinstance(value, str) or isinstance(value, bool):
+            raise ConfigError(f"{group}.{name} must be a number (its default is {default!r}), not {value!r}. Give a "
+                              f"number, e.g. {group}.{name}={default!r}.")
 
 
 def _ref(ref: ModelRef, cache: Cache) -> dict:
@@ -77,7 +98,7 @@ def run(cfg: DictConfig, the_plan: dict | None = None) -> dict:
     method, attack = build(cfg.method, "method"), build(cfg.attack, "attack")
     collectors = {name: build(node, "metrics") for name, node in cfg.metrics.items()}
     logger = build(cfg.logger, "logger") if "_target_" in cfg.logger else None
-    check_label_collisions([the_plan] + load_records(Path(cfg.paths.records_dir)))
+    check_label_collisions([the_plan] + load_records(Path(cfg.paths.records_dir), skip_bad=True))
     names = {"model": the_plan["names"]["model"], "method": the_plan["names"]["method"],
              "attack": the_plan["names"]["attack"], "seed": cfg.seed}
 

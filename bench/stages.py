@@ -11,6 +11,7 @@ import torch
 
 from bench.cache import Cache, address_of
 from bench.diffusion import GEN_BATCH
+from bench.errors import ConfigError
 from bench.metrics.base import EvalContext, ModelRef
 from bench.training import check_training
 from bench.world.base import World, load_world, model_state, read_weights, split_weights, write_weights
@@ -28,7 +29,8 @@ def training_options(model_cfg: dict) -> dict:
     return {k: model_cfg[k] for k, v in TRAIN_DEFAULTS.items() if k in model_cfg and model_cfg[k] != v}
 
 
-def world_stage(cache: Cache, model, model_cfg: dict, data, device: torch.device) -> tuple[World, bool]:
+def world_stage(cache: Cache, model, model_cfg: dict, data, device: torch.device,
+                allow_build: bool = True) -> tuple[World, bool]:
     """Build (micro/tiny/sd15_random, cached) or locate (pretrained) the world and load it; return (world, built).
 
     The world carries the model's training settings (`world.training`, read by every training loop through
@@ -37,6 +39,11 @@ def world_stage(cache: Cache, model, model_cfg: dict, data, device: torch.device
     check_training(model.training.precision, model.training.optimizer, device)  # fp16 on a CPU: refused here
     if model.built:  # what evaluation, training options or weight overrides change is not part of the build
         build_key = {k: v for k, v in model_cfg.items() if k not in NOT_BUILT}
+        if not allow_build and not cache.path_for("world", address_of("world", model.version, build_key)).is_dir():
+            raise ConfigError(f"The {model.name} world this needs ({address_of('world', model.version, build_key)[:12]})"
+                              f" is not in the cache '{cache.root}', and it is not built on a file's say-so. Build it "
+                              f"yourself with `python -m bench.world build model=<name>` (or run the sweep that made "
+                              f"the key), or pass --cache pointing at the cache that holds it.")
         art = cache.get_or_build("world", model.version, build_key, model.build)
         folder, clip, address, built = art.path / "pipeline", str(art.path / "clip"), art.address, art.built
     else:

@@ -13,6 +13,7 @@ written as JSON). Bad inputs print one paragraph and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -25,12 +26,15 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
+from safetensors.torch import load_file
 
-from bench.cache import Cache, address_of, write_json_atomic
+from bench.cache import Cache, address_of, write_new_json
 from bench.errors import BenchError, CheckpointError, ConfigError
 from bench.runner import build
 from bench.stages import world_stage
 from bench.stats import summarise
+from bench.untrusted import component, hex_address, integer, read_json
+from bench.world.pretrained import LOCAL_PREFIXES
 from bench.world.base import read_weights, resolve_device, split_weights
 from methods.base import Key
 
@@ -53,17 +57,30 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _read_json(path: Path):
-    """A JSON file of a key folder, or a one-paragraph error naming it."""
+def _read_json(path: Path, expect: type = dict):
+    """A JSON file of a key folder (size-limited, of the expected type), or a one-paragraph error naming it."""
+    obj = read_json(path, "The key folder's file", f"The folder is damaged: {REEXPORT}.")
+    if not isinstance(obj, expect):
+        raise ConfigError(f"The key folder's '{path}' holds a JSON {type(obj).__name__}, not an object. The folder "
+                          f"is damaged or was edited: {REEXPORT}.")
+    return obj
+
+
+def _load_key(folder: Path) -> Key:
+    """The key's tensors (safetensors) and metadata (a JSON object), or one paragraph."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"The key folder's '{path}' is unreadable ({err}). The folder is damaged: "
-                          f"{REEXPORT}.") from None
+        tensors = {k: v for k, v in load_file(str(folder / "key.safetensors")).items() if k != "_empty"}
+    except Exception as err:  # safetensors raises several types for corrupt files
+        raise ConfigError(f"The key in '{folder}' is unreadable ({err}); the folder is damaged: {REEXPORT}.") from None
+    return Key(tensors, _read_json(folder / "key_meta.json"))
 
 
 def load_key_source(folder: Path) -> dict:
-    """The key, method/data/world configs, seed and embed address of an embed folder or an exported folder."""
+    """The key, method/data/world configs, seed and embed address of an embed folder or an exported folder.
+
+    Every file is data (`bench.untrusted`): the method, data and world configs must name components of this
+    harness's conf/ groups, the seed is an integer and the addresses are hex; nothing in the folder chooses
+    code to run or a file outside the folder to read."""
     if folder.name == "key" and any((folder.parent / f).is_file() for f in ("key.json", "export.json")):
         folder = folder.parent  # a record's key.folder: the key files inside the embed folder
     kind = "export" if (folder / "export.json").is_file() else "embed" if (folder / "key.json").is_file() else None
@@ -78,20 +95,31 @@ def load_key_source(folder: Path) -> dict:
     if missing:
         raise ConfigError(f"The {kind} key folder '{folder}' is missing {', '.join(missing)}. Copy the whole "
                           f"folder, or {REEXPORT}.")
-    try:
-        key = Key.load(folder / "key")
-    except Exception as err:  # safetensors and json raise several types
-        raise ConfigError(f"The key in '{folder / 'key'}' is unreadable ({err}); the folder is damaged: "
-                          f"{REEXPORT}.") from None
-    src = {"folder": str(folder.resolve()), "kind": kind, "key": key, "world": _read_json(folder / "world.json")}
+    fix = f"The key folder '{folder}' is damaged or was edited: {REEXPORT}."
+    key, world = _load_key(folder / "key"), _read_json(folder / "world.json")
+    world_model = component(world.get("model"), "model", f"The key folder's world.json model", fix)
+    if world.get("address") is not None:
+        hex_address(world["address"], "The key folder's world.json address", fix)
+    src = {"folder": str(folder.resolve()), "kind": kind, "key": key, "world": {**world, "model": world_model}}
     if kind == "export":
         meta = _read_json(folder / "export.json")
-        return {**src, "method": _read_json(folder / "method.json"), "data": _read_json(folder / "data.json"),
-                "seed": meta.get("seed"), "address": meta.get("embed_address")}
-    card = _read_json(folder / "key.json")  # the embed artifact's cache key: world, data, method config, seed
-    k = card["key"]
-    return {**src, "method": k.get("method"), "data": k.get("data"), "seed": k.get("seed"),
-            "address": address_of(card["stage"], card["version"], k)}
+        method, data = _read_json(folder / "method.json"), _read_json(folder / "data.json", (dict, type(None)))
+        seed, address = meta.get("seed"), meta.get("embed_address")
+    else:
+        card = _read_json(folder / "key.json")  # the embed artifact's cache key: world, data, method config, seed
+        k = card.get("key")
+        if not isinstance(k, dict) or card.get("stage") != "embed" or not isinstance(card.get("version"), str):
+            raise ConfigError(f"The key folder's key.json is not an embed artifact's card (stage 'embed', a version "
+                              f"and a key object). {fix}")
+        method, data, seed, address = k.get("method"), k.get("data"), k.get("seed"), None
+    method = component(method, "method", "The key folder's method config", fix)
+    data = None if data is None else component(data, "data", "The key folder's data config", fix)
+    seed = None if seed is None else integer(seed, "The key folder's seed", fix)
+    if kind == "embed":
+        address = address_of(card["stage"], card["version"], card["key"])
+    elif address is not None:
+        hex_address(address, "The key folder's embed_address", fix)
+    return {**src, "method": method, "data": data, "seed": seed, "address": address}
 
 
 def _not_this_method(name: str, folder: str, why: str) -> ConfigError:
@@ -164,19 +192,85 @@ def read_suspect(path: Path) -> tuple[dict, dict | None, dict | None]:
     return unet.state_dict(), text, dict(unet.config)
 
 
-def out_path(suspect: Path, out: str | None) -> Path:
-    """--out, else `<results>/verify/<suspect name>.verify.json` (never inside the cache or beside the suspect)."""
+def content_digest(path: Path) -> str:
+    """sha256 (16 hex) of a suspect: the file's bytes, or a diffusers folder's safetensors files and configs."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in
+                                                 (".safetensors", ".json"))
+    for f in files:
+        digest.update(str(f.relative_to(path) if f != path else f.name).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def out_path(suspect: Path, out: str | None, key_folder: str, key_digest: str) -> Path:
+    """Where the verdict goes. `--out` may not be the suspect, anything inside the key folder (or a suspect folder),
+    or an existing file: evidence is never overwritten. The default, `<results>/verify/<suspect name>.<suspect
+    content hash>.<key hash>.verify.json`, is unique per (suspect content, key); a verdict already there is kept
+    and the new one gets the next free `-N` suffix."""
+    suspect_r, key_r = suspect.resolve(), Path(key_folder).resolve()
     if out:
+        path = Path(out).resolve()
+        protected = [(suspect_r, "the suspect"), (key_r, "the key folder")]
+        for p, what in protected:
+            if path == p or p in path.parents:
+                raise ConfigError(f"--out '{out}' is {what} or inside it; a verdict never overwrites the evidence it "
+                                  "is about. Pass a new file elsewhere, e.g. --out verdict.json.")
+        if path.exists():
+            raise ConfigError(f"--out '{out}' already exists; a verdict never replaces a file. Pass a new name, or "
+                              "move the old file away first.")
         return Path(out)
-    return Path(os.environ.get("BENCH_RESULTS", "results")) / "verify" / f"{suspect.resolve().name}.verify.json"
+    folder = Path(os.environ.get("BENCH_RESULTS", "results")) / "verify"
+    stem = f"{suspect_r.name}.{content_digest(suspect_r)[:12]}.{key_digest[:12]}"
+    path, n = folder / f"{stem}.verify.json", 1
+    while path.exists():
+        n += 1
+        path = folder / f"{stem}-{n}.verify.json"
+    return path
 
 
-def owner_world(src: dict, cache: str, device: str):
-    """The key's world, rebuilt from world.json's model config (found in the cache for built worlds)."""
-    model_cfg = src["world"]["model"]
-    data = build(OmegaConf.create(src["data"]), "data") if src["data"] else None
+PATH_KEYS = {"path": "--model-path", "clip_path": None, "unet_weights": None, "data_root": "--data-root",
+             "root": "--data-root", "roots": None}
+
+
+def _local_paths(model_cfg: dict, data_cfg: dict | None, args) -> tuple[dict, dict | None]:
+    """The key's model and data configs with every folder or file they name replaced by the user's (--model-path,
+    --data-root) or dropped where unused (CLIP, weight overrides); a key never makes the harness read a path of its
+    choosing. A local path the user did not replace is refused."""
+    given = {"--model-path": getattr(args, "model_path", None), "--data-root": getattr(args, "data_root", None)}
+    out = []
+    for where, cfg in (("model", model_cfg), ("data", data_cfg)):
+        if cfg is None:
+            out.append(None)
+            continue
+        cfg = dict(cfg)
+        for k, flag in PATH_KEYS.items():
+            value = cfg.get(k)
+            if value is None:
+                continue
+            if flag and given[flag]:
+                cfg[k] = given[flag]
+            elif k == "clip_path" or k == "unet_weights":
+                cfg[k] = None  # CLIP scoring and weight overrides play no part in verification
+            elif k == "path" and isinstance(value, str) and not value.startswith(LOCAL_PREFIXES) and ".." not in value:
+                continue  # a hub id: a name, not a path
+            else:
+                raise ConfigError(f"The key's {where} config names the path {str(value)[:120]!r} ({where}.{k}); a key "
+                                  f"never chooses a file to read. Pass your own copy with "
+                                  f"{flag or '--data-root'} (the folder the owner's run used).")
+        out.append(cfg)
+    return out[0], out[1]
+
+
+def owner_world(src: dict, cache: str, device: str, args=None):
+    """The key's world, loaded from the user's cache (or a pretrained folder the user names): a key never builds a
+    world, and never names a file to read."""
+    model_cfg, data_cfg = _local_paths(src["world"]["model"], src["data"], args)
+    data = build(OmegaConf.create(data_cfg), "data") if data_cfg else None
     world, _ = world_stage(Cache(cache), build(OmegaConf.create(model_cfg), "model"), model_cfg, data,
-                           resolve_device(device))
+                           resolve_device(device), allow_build=False)
     if world.address != src["world"].get("address"):
         log.warning("the rebuilt world %s is not the key's %s (code version changed?): the verdict may not hold",
                     world.address[:12], str(src["world"].get("address"))[:12])
@@ -191,6 +285,8 @@ def run_verifier(method, world, unet, text_state, src: dict, n_queries: int, see
             return method.verify(world, unet, src["key"], n_queries, seed)
         except (KeyError, IndexError) as err:
             raise _not_this_method(method.name, src["folder"], f"its verifier needs {err}") from None
+        except (TypeError, ValueError) as err:  # key metadata of the wrong type or range
+            raise _not_this_method(method.name, src["folder"], f"its verifier could not read it ({err})") from None
         except RuntimeError as err:
             if not any(w in str(err) for w in ("size", "shape", "dimension")):
                 raise
@@ -200,10 +296,10 @@ def run_verifier(method, world, unet, text_state, src: dict, n_queries: int, see
 def verify(args) -> dict:
     """Check the key, read the suspect, rebuild the world, verify; write the JSON and return it."""
     start, suspect = time.perf_counter(), Path(args.suspect)
-    src, out = load_key_source(Path(args.key)), out_path(suspect, args.out)
-    if not isinstance(src["method"], dict) or not isinstance((src["world"] or {}).get("model"), dict):
-        raise ConfigError(f"The key folder '{src['folder']}' does not record its method or world config (an embedding "
-                          "made before world.json recorded the model). Re-run the embedding with this version.")
+    src = load_key_source(Path(args.key))
+    if not suspect.exists():
+        read_suspect(suspect)  # the one-paragraph "does not exist"
+    out = out_path(suspect, args.out, src["folder"], src["address"] or content_digest(Path(src["folder"]) / "key"))
     method = build(OmegaConf.create(src["method"]), "method")
     if args.method and args.method != method.name:
         raise ConfigError(f"The key in '{src['folder']}' was made by method {method.name} (its method config), not "
@@ -213,12 +309,13 @@ def verify(args) -> dict:
     check_key_fits(method, src["key"], src["folder"])
     unet_state, text_state, unet_config = read_suspect(suspect)
     timings = {"read": round(time.perf_counter() - start, 3)}
-    world = owner_world(src, args.cache, args.device)
+    world = owner_world(src, args.cache, args.device, args)
     timings["world"] = round(time.perf_counter() - start - timings["read"], 3)
     check_architecture(unet_state, text_state, world, unet_config)
     unet = world.fresh_unet(unet_state).requires_grad_(False).eval()
     unet = unet if unet.dtype == world.unet.dtype else unet.to(world.unet.dtype)  # fresh_unet is fp32
-    n_queries = args.n_queries or (src["world"]["model"].get("eval") or {}).get("n_queries", 8)
+    n_queries = args.n_queries or integer((src["world"]["model"].get("eval") or {}).get("n_queries", 8),
+                                          "The key's world.json model.eval.n_queries", "Pass --n-queries N.", 1)
     t = time.perf_counter()
     seed = args.seed if args.seed is not None else (src["seed"] if src["seed"] is not None else 0)
     s = summarise(run_verifier(method, world, unet, text_state, src, n_queries, seed), args.target_fpr)
@@ -229,7 +326,7 @@ def verify(args) -> dict:
               "target_fpr": args.target_fpr, "seed": seed, "p_value": s["p_value"], "detected": s["detected"],
               "bit_acc": s["bit_acc"], "verification_rate": s["verification_rate"], "summary": s,
               "timings": timings, "date": _now(), "out": str(out)}
-    write_json_atomic(out, result)
+    write_new_json(out, result)
     return result
 
 
@@ -241,7 +338,9 @@ def export(embed: Path, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"  # renamed into place when complete
     try:
-        shutil.copytree(Path(src["folder"]) / "key", tmp / "key")
+        (tmp / "key").mkdir(parents=True)
+        for name in ("key.safetensors", "key_meta.json"):  # the key's two files, nothing else the folder holds
+            shutil.copyfile(Path(src["folder"]) / "key" / name, tmp / "key" / name)
         shutil.copy2(Path(src["folder"]) / "world.json", tmp / "world.json")
         meta = {"format": FORMAT, "embed_address": src["address"], "seed": src["seed"], "date": _now()}
         for name, obj in (("method", src["method"]), ("data", src["data"]), ("export", meta)):
@@ -282,10 +381,15 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--n-queries", type=int, default=None, help="default: the model config's eval.n_queries")
     p.add_argument("--target-fpr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=None, help="query noise seed (default: the key's, as its run used)")
-    p.add_argument("--out", default=None, help="default: results/verify/<suspect name>.verify.json")
+    p.add_argument("--out", default=None, help="a new file (never the suspect, the key or an existing file); default: "
+                   "results/verify/<suspect name>.<suspect hash>.<key hash>.verify.json")
     p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
     p.add_argument("--cache", default=str(Path(os.environ.get("BENCH_RESULTS", "results")) / "cache"))
     p.add_argument("--method", default=None, help="refuse unless the key belongs to this method")
+    p.add_argument("--model-path", default=None, help="your copy of a pretrained key's model folder (the key's own "
+                   "path is never read)")
+    p.add_argument("--data-root", default=None, help="your copy of the key's data folder (the key's own path is "
+                   "never read)")
     args = p.parse_args(argv)
     if (args.n_queries is not None and args.n_queries < 1) or not 0 < args.target_fpr < 1:
         p.error("--n-queries must be at least 1 and --target-fpr in (0, 1)")

@@ -161,8 +161,7 @@ def test_failed_runs_and_superseded_versions(tmp_path):
     old["run_id"] += "-old"
     # a bump that also added a config key: another config hash, the same labels, an older attack version
     bumped = record_from(planned(["seed=3", "attack.lr=2e-5"]))
-    bumped["identity"] = {**ok["identity"], "group": "0ld9r0up", "components": {**ok["identity"]["components"],
-                                                                                 "attack": "0ldc0nf"}}
+    bumped["identity"] = {**bumped["identity"], "labels": ok["identity"]["labels"]}  # its own hash, the old labels
     bumped["versions"] = {**ok["versions"], "attack": "0"}
     # written last (and the newest file), yet at older versions: versions decide, not file order
     write(tmp_path, [ok, failed, old, bumped])

@@ -25,7 +25,7 @@ def roc_run(shared_cache, tmp_path_factory):
     bench_cli(["method=watermarkdm", "attack=none", "metrics=verification", f"seed={K}", "-m", *verify_only], results,
               shared_cache, check=True)
     out = subprocess.run([sys.executable, "-m", "bench.roc", str(results), "--independent", "1", "--indep-steps", "3",
-                          "--other-worlds", "1"], cwd=ROOT, capture_output=True, text=True, timeout=1800)
+                          "--other-worlds", "1", "--cache", str(shared_cache)], cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert out.returncode == 0, out.stderr[-3000:]
     return results, out
 

@@ -100,7 +100,8 @@ def test_base_and_independent_unets_are_not_detected(embed, verify, micro_world,
     other = UNet2DConditionModel.from_config(micro_world.unet.config)
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(tmp_path / "other.safetensors"))
     proc = verify(embed, tmp_path / "other.safetensors")  # JSON in $BENCH_RESULTS/verify/ by default
-    assert not ok(proc, results_dir / "verify" / "other.safetensors.verify.json")["detected"]
+    (written,) = (results_dir / "verify").glob("other.safetensors.*.verify.json")  # unique per suspect and key
+    assert not ok(proc, written)["detected"]
     assert "not detected" in proc.stdout
 
 
@@ -153,10 +154,10 @@ def test_architecture_mismatch_is_refused(embed, verify, micro_world, tmp_path):
 
 def test_bad_suspect_paths_are_refused(embed, verify, tmp_path):
     refused(verify(embed, tmp_path / "nowhere.safetensors", "--out", tmp_path / "x.json"), "does not exist")
-    (tmp_path / "unet").mkdir()
-    (tmp_path / "unet" / "config.json").write_text("{}")
-    (tmp_path / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"not loaded")
-    refused(verify(embed, tmp_path, "--out", tmp_path / "x.json"), "safetensors", "never loaded")
+    (tmp_path / "s" / "unet").mkdir(parents=True)  # the verdict may not go inside a suspect folder
+    (tmp_path / "s" / "unet" / "config.json").write_text("{}")
+    (tmp_path / "s" / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"not loaded")
+    refused(verify(embed, tmp_path / "s", "--out", tmp_path / "x.json"), "safetensors", "never loaded")
     (tmp_path / "broken.safetensors").write_bytes(b"\x00" * 64)
     refused(verify(embed, tmp_path / "broken.safetensors", "--out", tmp_path / "x.json"), "corrupt")
     assert not (tmp_path / "x.json").exists()
