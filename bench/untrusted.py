@@ -222,9 +222,11 @@ def parse_record(rec, where: str) -> dict:
     for name, m in metrics.items():
         _metric(name, m, f"The record {where}'s", fix)
     curves = rec.get("curves", {})
-    if not isinstance(curves, dict) or not all(isinstance(c, list) and all(isinstance(p, dict) for p in c)
-                                               for c in curves.values()):
-        raise ConfigError(f"The record {where}'s curves must map names to lists of points (objects). {fix}")
+    points = lambda c: isinstance(c, list) and all(isinstance(p, dict) for p in c)  # noqa: E731
+    if not isinstance(curves, dict) or not all(points(c) or (isinstance(c, dict) and not k.startswith(("robustness",
+                                               "utility"))) for k, c in curves.items()):
+        raise ConfigError(f"The record {where}'s curves must map names to lists of points (objects; an LMC curve may "
+                          f"be an object). {fix}")
     key = rec.get("key")
     if key is not None and (not isinstance(key, dict) or not isinstance(key.get("folder"), (str, type(None)))):
         raise ConfigError(f"The record {where}'s key must be an object with a folder (a string or null). {fix}")

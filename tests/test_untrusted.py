@@ -325,6 +325,9 @@ def test_a_bad_record_never_breaks_a_later_run(tmp_path, shared_cache):
     assert "skipped" in log and "hostile" in log
     assert (tmp_path / "leaderboard.csv").is_file()
     assert len(list((tmp_path / "records").glob("*/record.json"))) == 2
+    from bench.record import scan_records
+    good, bad = scan_records(tmp_path)  # the run's own record (LMC curves and all) parses; only the hostile file fails
+    assert len(good) == 1 and [p.parent.name for p, _ in bad] == ["hostile"]
 
 
 # ---- 7. spreadsheet and markdown injection -------------------------------------------------------------
