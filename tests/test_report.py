@@ -181,13 +181,12 @@ def test_sample_grids_linked_beyond_the_embed_limit(sweep, browser, tmp_path, mo
 
 
 def test_report_of_failed_records_only(tmp_path):
-    for seed in (0, 1):
-        run = tmp_path / "records" / f"micro-watermarkdm-full_ft-s{seed}-x"
-        run.mkdir(parents=True)
-        (run / "record.json").write_text(json.dumps({
-            "run_id": run.name, "model": "micro", "method": "watermarkdm", "attack": "full_ft", "seed": seed,
-            "status": "failed", "error": "RuntimeError: out of <memory>", "traceback": "Traceback ...",
-            "config": {"seed": seed, "method": {"name": "watermarkdm"}}, "timings": {}}))
+    from bench.record import write_record
+    from tests.test_leaderboard import planned, record_from
+    for seed in (0, 1):  # failed records as the runner writes them (record format, identity, config)
+        rec = record_from(planned([f"seed={seed}"], method="watermarkdm"), status="failed")
+        rec.update(error="RuntimeError: out of <memory>", traceback="Traceback ...", timings={})
+        write_record(tmp_path / "records" / rec["run_id"] / "record.json", rec)
     write_leaderboard(tmp_path)
     html = (tmp_path / "report.html").read_text()
     page = Page(html)
