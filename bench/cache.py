@@ -117,23 +117,28 @@ def link_stages(source: Path, target: Path, stages) -> list[str]:
     return linked
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to `path` through a temporary file and an atomic rename."""
+def write_json_atomic(path: Path, obj: Any, exclusive: bool = False) -> None:
+    """Write JSON to `path` through a temporary file and an atomic rename. `exclusive`: `path` must not exist (the
+    file is hard-linked into place, so one that appeared meanwhile is never replaced: FileExistsError)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str))
-    os.replace(tmp, path)
-
-
-def write_new_json(path: Path, obj: Any) -> None:
-    """Write JSON to `path`, which must not exist: complete or absent (a temporary file hard-linked into place, so
-    a file that appeared meanwhile is never replaced: FileExistsError)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str))
+    if not exclusive:
+        os.replace(tmp, path)
+        return
     try:
         os.link(tmp, path)
     finally:
         tmp.unlink()
+
+
+def files_digest(root: Path, files) -> str:
+    """sha256 (hex) over `files` in order: each one's path relative to `root`, then its bytes."""
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(Path(path).relative_to(root)).encode())
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()

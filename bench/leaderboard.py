@@ -27,7 +27,6 @@ from bench.aggregate import LABELS, current, identity_of, row_labels, table
 from bench.cache import write_json_atomic
 from bench.errors import BenchError, ConfigError
 from bench.identity import check_label_collisions
-from bench.record import load_records
 from bench.survival import censored_times, describe, km_median
 from bench.untrusted import csv_safe, safe_cell
 
@@ -163,19 +162,20 @@ def world_builds(records: list[dict]) -> tuple[list[str], dict[str, dict[str, in
 def write_leaderboard(results_dir: Path, require_records: bool = False, skip_bad: bool = False) -> pd.DataFrame:
     """Write leaderboard.csv / .md, survival.md, leaderboard_meta.json, the plots and report.html; return the table.
 
-    Every record is parsed first (`bench.record.load_records`): a file that is not a readable record is refused,
+    Every record is parsed first (`bench.record.scan_records`): a file that is not a readable record is refused,
     naming it, and nothing is written, unless `skip_bad` (it is then left out with a warning and listed in
     leaderboard_meta.json). The tables are computed in full before any file is replaced, and each file is
     replaced atomically. `require_records`: refuse (BenchError) a folder with no records instead of writing
     nothing."""
     from bench.plots import plot_lmc, plot_robustness
-    from bench.record import scan_records
+    from bench.record import refuse_bad, scan_records
     from bench.report import write_report
 
     results_dir = Path(results_dir)
     start = time.perf_counter()
-    records = load_records(results_dir, skip_bad=skip_bad)
-    skipped = [str(p) for p, _ in scan_records(results_dir)[1]] if skip_bad else []
+    records, bad = scan_records(results_dir)
+    refuse_bad(bad, skip_bad)
+    skipped = [str(p) for p, _ in bad]
     if not records:  # nothing ran (e.g. every job was refused): write nothing
         if require_records:
             raise BenchError(f"No records under {results_dir / 'records'}: there is nothing to aggregate. Point the "

@@ -96,9 +96,15 @@ def scan_records(results_or_records: Path) -> tuple[list[dict], list[tuple[Path,
 
 
 def load_records(results_or_records: Path, skip_bad: bool = False) -> list[dict]:
-    """The records of `scan_records`. A file that is not a readable record is refused (`BadRecords`, naming each)
-    unless `skip_bad`, which leaves it out with a warning naming it."""
+    """The records of `scan_records`, the bad files handled by `refuse_bad`."""
     records, bad = scan_records(results_or_records)
+    refuse_bad(bad, skip_bad)
+    return records
+
+
+def refuse_bad(bad: list[tuple[Path, str]], skip_bad: bool) -> None:
+    """Refuse the files that are not readable records (`BadRecords`, naming each), or with `skip_bad` warn about
+    each one."""
     if bad and not skip_bad:
         listed = " ".join(f"({i + 1}) {why}" for i, (_, why) in enumerate(bad[:5]))
         more = f" ... and {len(bad) - 5} more" if len(bad) > 5 else ""
@@ -107,7 +113,6 @@ def load_records(results_or_records: Path, skip_bad: bool = False) -> list[dict]
                          "aggregate the other records and list these.")
     for path, why in bad:
         log.warning("skipped %s: %s", path, why)
-    return records
 
 
 def write_record(path: Path, record: dict) -> None:

@@ -101,7 +101,7 @@ class Verifier:
         from omegaconf import OmegaConf
 
         from bench.runner import build
-        cfg = OmegaConf.create(checked(rec)["config"])
+        cfg = OmegaConf.create(rec["config"])  # checked by measure()
         self.method = build(cfg.method, "method")
         self.verification = build(cfg.metrics.verification, "metrics")
         self.cache, self.world, self.data_cfg = cache, world, rec["config"]["data"]

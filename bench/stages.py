@@ -1,7 +1,6 @@
 """The cached stages: world, embed, attack, evaluate. Each returns what the next one reads."""
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from bench.cache import Cache, address_of
+from bench.cache import Cache, address_of, files_digest
 from bench.diffusion import GEN_BATCH
 from bench.errors import ConfigError
 from bench.metrics.base import EvalContext, ModelRef
@@ -73,13 +72,7 @@ def world_fingerprint(cache: Cache, address: str, folder: Path) -> str:
     config a record used and the fingerprint which build: records carry it, and the leaderboard flags a row
     whose seeds ran on different builds."""
     def compute() -> dict:
-        digest = hashlib.sha256()
-        for path in sorted(Path(folder).rglob("*.safetensors")):
-            digest.update(str(path.relative_to(folder)).encode())
-            with open(path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(chunk)
-        return {"sha256": digest.hexdigest()}
+        return {"sha256": files_digest(folder, sorted(Path(folder).rglob("*.safetensors")))}
 
     return cache.get_or_compute_json("world-fingerprint", "1", {"world": address}, compute)[0]["sha256"][:16]
 

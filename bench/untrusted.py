@@ -21,8 +21,8 @@ Every refusal is a `ConfigError`: one paragraph, exit status 2 in the command-li
 from __future__ import annotations
 
 import copy
+import html
 import json
-import math
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -91,8 +91,6 @@ def _walk(node, where: str, fix: str, top: bool) -> None:
     elif isinstance(node, str) and "${" in node:
         raise ConfigError(f"{where} holds the interpolation {node[:80]!r}; the harness writes resolved configs, so "
                           f"this file was not written by it. {fix}")
-    elif isinstance(node, float) and not math.isfinite(node):
-        return
     elif node is not None and not isinstance(node, (bool, int, float, str)):
         raise ConfigError(f"{where} holds a value of type {_kind(node)}. {fix}")
 
@@ -251,7 +249,6 @@ def parse_record(rec, where: str) -> dict:
 
 def safe_cell(text) -> str:
     """Text for a markdown table cell: HTML escaped (markdown viewers render raw HTML), pipes escaped."""
-    import html
     return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
 
 

@@ -13,7 +13,6 @@ written as JSON). Bad inputs print one paragraph and exit with status 2.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -26,9 +25,8 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from safetensors.torch import load_file
 
-from bench.cache import Cache, address_of, write_new_json
+from bench.cache import Cache, address_of, files_digest, write_json_atomic
 from bench.errors import BenchError, CheckpointError, ConfigError
 from bench.runner import build
 from bench.stages import world_stage
@@ -66,15 +64,6 @@ def _read_json(path: Path, expect: type = dict):
     return obj
 
 
-def _load_key(folder: Path) -> Key:
-    """The key's tensors (safetensors) and metadata (a JSON object), or one paragraph."""
-    try:
-        tensors = {k: v for k, v in load_file(str(folder / "key.safetensors")).items() if k != "_empty"}
-    except Exception as err:  # safetensors raises several types for corrupt files
-        raise ConfigError(f"The key in '{folder}' is unreadable ({err}); the folder is damaged: {REEXPORT}.") from None
-    return Key(tensors, _read_json(folder / "key_meta.json"))
-
-
 def load_key_source(folder: Path) -> dict:
     """The key, method/data/world configs, seed and embed address of an embed folder or an exported folder.
 
@@ -96,7 +85,11 @@ def load_key_source(folder: Path) -> dict:
         raise ConfigError(f"The {kind} key folder '{folder}' is missing {', '.join(missing)}. Copy the whole "
                           f"folder, or {REEXPORT}.")
     fix = f"The key folder '{folder}' is damaged or was edited: {REEXPORT}."
-    key, world = _load_key(folder / "key"), _read_json(folder / "world.json")
+    try:
+        key = Key.load(folder / "key")
+    except ConfigError as err:
+        raise ConfigError(f"{err} {REEXPORT[0].upper()}{REEXPORT[1:]}.") from None
+    world = _read_json(folder / "world.json")
     world_model = component(world.get("model"), "model", f"The key folder's world.json model", fix)
     if world.get("address") is not None:
         hex_address(world["address"], "The key folder's world.json address", fix)
@@ -194,15 +187,10 @@ def read_suspect(path: Path) -> tuple[dict, dict | None, dict | None]:
 
 def content_digest(path: Path) -> str:
     """sha256 (16 hex) of a suspect: the file's bytes, or a diffusers folder's safetensors files and configs."""
-    digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in
-                                                 (".safetensors", ".json"))
-    for f in files:
-        digest.update(str(f.relative_to(path) if f != path else f.name).encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()[:16]
+    if path.is_file():
+        return files_digest(path.parent, [path])[:16]
+    return files_digest(path, sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in
+                                     (".safetensors", ".json")))[:16]
 
 
 def out_path(suspect: Path, out: str | None, key_folder: str, key_digest: str) -> Path:
@@ -326,7 +314,7 @@ def verify(args) -> dict:
               "target_fpr": args.target_fpr, "seed": seed, "p_value": s["p_value"], "detected": s["detected"],
               "bit_acc": s["bit_acc"], "verification_rate": s["verification_rate"], "summary": s,
               "timings": timings, "date": _now(), "out": str(out)}
-    write_new_json(out, result)
+    write_json_atomic(out, result, exclusive=True)  # never replaces a verdict written meanwhile
     return result
 
 

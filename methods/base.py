@@ -32,8 +32,19 @@ class Key:
 
     @classmethod
     def load(cls, folder: Path) -> "Key":
-        tensors = {k: v for k, v in load_file(str(folder / "key.safetensors")).items() if k != "_empty"}
-        return cls(tensors, json.loads((folder / "key_meta.json").read_text()))
+        """The key in `folder`; a damaged or edited one (unreadable safetensors, metadata that is not a JSON object
+        or over the size limit) is one paragraph (ConfigError)."""
+        from bench.errors import ConfigError
+        from bench.untrusted import read_json
+        try:
+            tensors = {k: v for k, v in load_file(str(folder / "key.safetensors")).items() if k != "_empty"}
+        except Exception as err:  # safetensors raises several types for corrupt files
+            raise ConfigError(f"The key in '{folder}' is unreadable ({err}); the key folder is damaged.") from None
+        meta = read_json(folder / "key_meta.json", "The key's metadata", "The key folder is damaged.")
+        if not isinstance(meta, dict):
+            raise ConfigError(f"The key's metadata '{folder / 'key_meta.json'}' is a JSON {type(meta).__name__}, not "
+                              "an object; the key folder is damaged or was edited.")
+        return cls(tensors, meta)
 
 
 @dataclass
