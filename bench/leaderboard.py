@@ -139,34 +139,56 @@ def _write_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def world_builds(records: list[dict]) -> tuple[list[str], dict[str, dict[str, int]]]:
+def world_builds(records: list[dict]) -> tuple[list[str], dict[str, dict[str, list]]]:
     """Which builds of its world each row's seeds ran on (records' `provenance.world_fingerprint`).
 
-    Returns the rows whose seeds ran on two or more known builds (same config, other weights: another
-    thread count or machine, so their spread is not only the seeds'), and, for every row with more than one
-    build or with seeds whose build was not recorded (records older than the fingerprint) beside known ones,
-    the number of seeds per build ("unrecorded" for those)."""
+    Returns the rows whose seeds ran on two or more builds (same config, other weights: another thread count or
+    machine, so their spread is not only the seeds'), and, for each of them, the seeds per build. A seed whose
+    build was not recorded (records older than the fingerprint) counts as a build of its own, "unrecorded":
+    nothing says it ran on the others' weights."""
     kept, _ = current([r for r in records if r.get("status") == "complete"])
     labels, prints = row_labels(kept), {}
     for rec in kept:
         fp = (rec.get("provenance") or {}).get("world_fingerprint") or "unrecorded"
-        counts = prints.setdefault(identity_of(rec)["group"], {})
-        counts[fp] = counts.get(fp, 0) + 1
+        prints.setdefault(identity_of(rec)["group"], {}).setdefault(fp, []).append(rec["seed"])
     name = {g: " / ".join(labels[g][k] for k in LABELS) for g in prints}
-    mixed = sorted(name[g] for g, c in prints.items() if len(set(c) - {"unrecorded"}) > 1)
-    breakdown = {name[g]: dict(sorted(c.items())) for g, c in sorted(prints.items(), key=lambda x: name[x[0]])
-                 if len(c) > 1}
-    return mixed, breakdown
+    breakdown = {name[g]: {fp: sorted(seeds) for fp, seeds in sorted(c.items())}
+                 for g, c in sorted(prints.items(), key=lambda x: name[x[0]]) if len(c) > 1}
+    return sorted(breakdown), breakdown
 
 
-def write_leaderboard(results_dir: Path, require_records: bool = False, skip_bad: bool = False) -> pd.DataFrame:
+def _seeds_per_build(by: dict[str, list]) -> str:
+    return ", ".join("seeds " + " ".join(map(str, seeds)) + f" on {fp}" for fp, seeds in by.items())
+
+
+def refuse_mixed_builds(builds: dict[str, dict[str, list]]) -> None:
+    """One paragraph naming every row that pools builds of its world, with its seeds per build."""
+    rows = "; ".join(f"{row}: {_seeds_per_build(by)}" for row, by in builds.items())
+    raise BenchError(
+        f"{len(builds)} row(s) would pool seeds run on different builds of their world (records' "
+        f"provenance.world_fingerprint; 'unrecorded' is a build of its own): {rows}. Two builds of one world config "
+        "have different weights, so such a row's spread is not only the seeds'. Fix: re-run those seeds on one build "
+        "(the shipped tiny world, model.source=shipped, is the same everywhere) and remove the others' records, or "
+        "aggregate with --allow-mixed-builds (python -m bench.leaderboard) to pool them knowingly: the tables then say "
+        "which rows pool builds.")
+
+
+def pooled_note(builds: dict[str, dict[str, list]]) -> str:
+    """The line above a table whose rows pool world builds (--allow-mixed-builds)."""
+    rows = "; ".join(f"{row} ({_seeds_per_build(by)})" for row, by in builds.items())
+    return f"**Pooled world builds** (aggregated with --allow-mixed-builds): {rows}.\n\n"
+
+
+def write_leaderboard(results_dir: Path, require_records: bool = False, skip_bad: bool = False,
+                      allow_mixed_builds: bool = False) -> pd.DataFrame:
     """Write leaderboard.csv / .md, survival.md, leaderboard_meta.json, the plots and report.html; return the table.
 
     Every record is parsed first (`bench.record.scan_records`): a file that is not a readable record is refused,
     naming it, and nothing is written, unless `skip_bad` (it is then left out with a warning and listed in
     leaderboard_meta.json). The tables are computed in full before any file is replaced, and each file is
     replaced atomically. `require_records`: refuse (BenchError) a folder with no records instead of writing
-    nothing."""
+    nothing. A row whose seeds ran on different builds of its world is refused (`refuse_mixed_builds`) unless
+    `allow_mixed_builds`; the markdown tables and the meta file then name the pooled rows."""
     from bench.plots import plot_lmc, plot_robustness
     from bench.record import refuse_bad, scan_records
     from bench.report import write_report
@@ -184,18 +206,19 @@ def write_leaderboard(results_dir: Path, require_records: bool = False, skip_bad
         log.info("no records under %s", results_dir / "records")
         return table(records)
     check_label_collisions(records)
+    mixed, builds = world_builds(records)
+    if mixed and not allow_mixed_builds:
+        refuse_mixed_builds(builds)
+    note = pooled_note(builds) if mixed else ""
     df = table(records)
     directions = {n: m["higher_is_better"] for r in records for n, m in r.get("metrics", {}).items()}
-    board = markdown(df, directions)
+    board = note + markdown(df, directions)
     matrix = survival_matrix(records)
-    survival = None if matrix.empty else matrix.fillna("").map(safe_cell).rename(columns=safe_cell).to_markdown(index=False) + "\n"
-    mixed, builds = world_builds(records)
-    for row in mixed:
-        log.warning("row %s mixes seeds run on different builds of its world (provenance.world_fingerprint): %s",
-                    row, builds[row])
+    survival = None if matrix.empty else note + matrix.fillna("").map(safe_cell).rename(columns=safe_cell).to_markdown(index=False) + "\n"
     meta = {"higher_is_better": directions, "n_records": len(records),
             "n_superseded": int(df.attrs.get("superseded", 0)), "n_rows": len(df),
-            "mixed_world_builds": mixed, "world_builds": builds, **({"skipped_records": skipped} if skipped else {})}
+            "mixed_world_builds": mixed, "world_builds": builds, "pooled_world_builds": bool(mixed),
+            **({"skipped_records": skipped} if skipped else {})}
     # everything is computed: now replace the files, each atomically
     results_dir.mkdir(parents=True, exist_ok=True)
     tmp = results_dir / f".leaderboard.csv.tmp-{os.getpid()}"
@@ -243,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-bad", action="store_true",
                         help="leave out (and list) files under records/ that are not readable records, instead of "
                              "refusing the folder")
+    parser.add_argument("--allow-mixed-builds", action="store_true",
+                        help="pool seeds run on different builds of their world in one row (refused by default); the "
+                             "tables then name those rows")
     parser.add_argument("--logger", default="none", help="also log the leaderboard with conf/logger/NAME (e.g. wandb)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
@@ -252,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
         if not folder.is_dir():
             raise BenchError(f"Results folder '{folder}' does not exist. Give the folder a sweep wrote (it holds "
                              "records/), e.g. python -m bench.leaderboard results")
-        write_leaderboard(folder, require_records=True, skip_bad=args.skip_bad)
+        write_leaderboard(folder, require_records=True, skip_bad=args.skip_bad,
+                          allow_mixed_builds=args.allow_mixed_builds)
     except (BenchError, ConfigError) as err:
         print(f"\nerror: {err}\n", file=sys.stderr)
         return 2

@@ -30,6 +30,21 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+CODE = ("bench", "methods", "attacks", "conf", "scripts", "pyproject.toml")  # what decides a record's numbers
+
+
+def git_dirty() -> bool | None:
+    """Whether the checkout's code (CODE: tracked files changed, staged or not) differs from its commit; None outside a
+    git checkout. Published records come from a clean tree (scripts/make_reference.py refuses the others)."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", *CODE], cwd=root,
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
 def provenance() -> dict:
     """Package versions, git commit, host, torch's CPU thread count (a record reproduces bit for bit only at the
     same thread count) and SLURM job id when running under SLURM."""
@@ -40,6 +55,7 @@ def provenance() -> dict:
         except importlib.metadata.PackageNotFoundError:
             versions[pkg] = None
     return {"versions": versions, "python": platform.python_version(), "git_commit": git_commit(),
+            "git_dirty": git_dirty(),
             "host": platform.node(), "torch_threads": _torch_threads(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
             "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID")}
 

@@ -13,12 +13,13 @@ from bench.diffusion import GEN_BATCH
 from bench.errors import ConfigError
 from bench.metrics.base import EvalContext, ModelRef
 from bench.training import check_training
+from bench.world import shipped
 from bench.world.base import World, load_world, model_state, read_weights, split_weights, write_weights
 from methods.base import Key, MethodCard
 
 log = logging.getLogger(__name__)
 # model settings that do not change how a world is built (so not its address)
-NOT_BUILT = ("unet_weights", "eval", "sampling", "train_precision", "gradient_checkpointing", "optimizer")
+NOT_BUILT = ("unet_weights", "eval", "sampling", "train_precision", "gradient_checkpointing", "optimizer", "source")
 TRAIN_DEFAULTS = {"train_precision": "fp32", "gradient_checkpointing": False, "optimizer": "adamw"}
 
 
@@ -36,7 +37,17 @@ def world_stage(cache: Cache, model, model_cfg: dict, data, device: torch.device
     `bench.training.Amp.of`) and generation batch (`world.gen_batch`); a generation batch other than the default
     is part of the world's address (it changes the images in their last bits)."""
     check_training(model.training.precision, model.training.optimizer, device)  # fp16 on a CPU: refused here
-    if model.built:  # what evaluation, training options or weight overrides change is not part of the build
+    if model.built and model.source == "shipped":  # the committed build: checked, copied into the cache, never built
+        build_key = {k: v for k, v in model_cfg.items() if k not in NOT_BUILT}
+        man = shipped.check_config(build_key)
+        art = cache.get_or_build("world", f"shipped-{shipped.FORMAT}", {"fingerprint": man["fingerprint"]},
+                                 lambda out: shipped.materialize(out))
+        folder, clip, address, built = art.path / "pipeline", str(art.path / "clip"), art.address, art.built
+        if shipped.pipeline_fingerprint(folder) != man["fingerprint"]:
+            raise ConfigError(f"The cached copy of the shipped tiny world ({folder.parent}) is not the shipped build: "
+                              "its weight files were changed after they were copied there. Delete that folder; the "
+                              "next run copies the shipped world again (after checking it).")
+    elif model.built:  # what evaluation, training options or weight overrides change is not part of the build
         build_key = {k: v for k, v in model_cfg.items() if k not in NOT_BUILT}
         if not allow_build and not cache.path_for("world", address_of("world", model.version, build_key)).is_dir():
             raise ConfigError(f"The {model.name} world this needs ({address_of('world', model.version, build_key)[:12]})"

@@ -2,6 +2,11 @@
 
     .venv/bin/python scripts/make_reference.py [RESULTS_DIR]          # replace the reference records
     .venv/bin/python scripts/make_reference.py --add [RESULTS_DIR]    # add RESULTS_DIR's records to them
+    ... --allow-mixed-builds     # pool rows whose seeds ran on different world builds (the tables say so)
+    ... --allow-unclean          # keep records without a clean commit (refused by default)
+
+Published records come from a clean tree: a record whose `provenance.git_dirty` is not false (a dirty tree, or a
+record older than that field) or that has no `git_commit` is refused, naming it, unless --allow-unclean.
 
 Each record keeps its status, identity, versions, metrics, config, provenance, key and models, and
 of its curves only the robustness and utility curves without per-query scores (what the leaderboard
@@ -35,21 +40,33 @@ def slim(record: dict) -> dict:
     return out
 
 
+def unclean(records: list[dict]) -> list[str]:
+    """Run ids of records not made from a clean commit (dirty tree, unknown state, or no commit)."""
+    return [r["run_id"] for r in records
+            if (r.get("provenance") or {}).get("git_dirty") is not False or not (r.get("provenance") or {}).get("git_commit")]
+
+
 def main() -> None:
-    args = sys.argv[1:]
-    add = "--add" in args
-    args = [a for a in args if a != "--add"]
+    flags = {"--add", "--allow-mixed-builds", "--allow-unclean"}
+    given = set(sys.argv[1:]) & flags
+    args = [a for a in sys.argv[1:] if a not in flags]
     source = Path(args[0] if args else "results")
     ref = Path(__file__).resolve().parents[1] / "results" / "reference"
-    if not add:
+    records = [r for r in load_records(source) if r["status"] == "complete"]
+    bad = unclean(records)
+    if bad and "--allow-unclean" not in given:
+        sys.exit(f"error: {len(bad)} record(s) in {source} were not made from a clean commit (provenance.git_dirty is "
+                 f"not false, or no git_commit): {', '.join(bad[:10])}{' ...' if len(bad) > 10 else ''}. Published "
+                 "records come from a clean tree: commit, re-run them (the cache makes unchanged stages cheap), or "
+                 "pass --allow-unclean to keep them knowingly.")
+    if "--add" not in given:
         shutil.rmtree(ref / "records", ignore_errors=True)
-    for rec in load_records(source):
-        if rec["status"] == "complete":
-            write_record(ref / "records" / rec["run_id"] / "record.json", slim(rec))
+    for rec in records:
+        write_record(ref / "records" / rec["run_id"] / "record.json", slim(rec))
     scratch = ref / ".build"
     shutil.rmtree(scratch, ignore_errors=True)
     shutil.copytree(ref / "records", scratch / "records")
-    write_leaderboard(scratch)
+    write_leaderboard(scratch, allow_mixed_builds="--allow-mixed-builds" in given)
     for name in KEEP:
         shutil.copy(scratch / name, ref / name)
     if (source / "roc" / "roc_summary.csv").is_file():  # the ROC measurement (its models stay in the cache)

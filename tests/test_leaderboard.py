@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 
 from bench.aggregate import clopper_pearson, t_interval, table
-from bench.errors import ConfigError
+from bench.errors import BenchError, ConfigError
 from bench.identity import plan
 from bench.leaderboard import write_leaderboard
 from bench.record import write_record
@@ -68,22 +68,43 @@ def test_variants_and_budgets_are_rows_and_only_seeds_aggregate(tmp_path):
     assert other["identity"]["group"] not in {r["identity"]["group"] for r in recs}
 
 
-def test_rows_mixing_world_builds_are_flagged(tmp_path):
-    """Seeds of one row run on two builds of the same world config: the leaderboard says so; one build: silent."""
+def test_rows_mixing_world_builds_are_refused_unless_pooling_is_asked_for(tmp_path):
+    """Seeds of one row run on two builds of the same world config (two fingerprints, or a fingerprint and an
+    unrecorded one): the leaderboard refuses the folder, naming the row and its seeds per build, and writes
+    nothing; --allow-mixed-builds pools them and the tables say so; one build: silent."""
     recs = [record_from(planned([f"seed={s}"])) for s in range(3)]
-    for rec, fp in zip(recs, ["aaaa", "aaaa", None]):
-        rec["provenance"] = {"world_fingerprint": fp}
+    row = "micro / micro / roma / full_ft / default"
+    for rec in recs:
+        rec["provenance"] = {"world_fingerprint": "aaaa"}
     write(tmp_path / "same", recs)
     write_leaderboard(tmp_path / "same")
     meta = json.loads((tmp_path / "same" / "leaderboard_meta.json").read_text())
-    row = "micro / micro / roma / full_ft / default"
-    assert meta["mixed_world_builds"] == []  # a seed without a fingerprint is unknown, not another build
-    assert meta["world_builds"] == {row: {"aaaa": 2, "unrecorded": 1}}  # but the breakdown shows it
-    recs[2]["provenance"]["world_fingerprint"] = "bbbb"
-    write(tmp_path / "mixed", recs)
-    write_leaderboard(tmp_path / "mixed")
-    meta = json.loads((tmp_path / "mixed" / "leaderboard_meta.json").read_text())
-    assert meta["mixed_world_builds"] == [row] and meta["world_builds"] == {row: {"aaaa": 2, "bbbb": 1}}
+    assert meta["mixed_world_builds"] == [] and meta["world_builds"] == {} and meta["pooled_world_builds"] is False
+    assert not (tmp_path / "same" / "leaderboard.md").read_text().startswith("**Pooled")
+
+    for case, last in (("unrecorded", None), ("two", "bbbb")):
+        recs[2]["provenance"]["world_fingerprint"] = last
+        folder = tmp_path / case
+        write(folder, recs)
+        with pytest.raises(BenchError) as err:
+            write_leaderboard(folder)
+        other = last or "unrecorded"
+        assert f"{row}: seeds 0 1 on aaaa, seeds 2 on {other}" in str(err.value)
+        assert "--allow-mixed-builds" in str(err.value)
+        assert not any((folder / n).exists() for n in ("leaderboard.csv", "leaderboard.md", "leaderboard_meta.json"))
+        cli = subprocess.run([sys.executable, "-m", "bench.leaderboard", str(folder)], capture_output=True, text=True,
+                             cwd=ROOT)
+        assert cli.returncode == 2 and "different builds of their world" in cli.stderr
+
+        write_leaderboard(folder, allow_mixed_builds=True)
+        meta = json.loads((folder / "leaderboard_meta.json").read_text())
+        assert meta["mixed_world_builds"] == [row] and meta["pooled_world_builds"] is True
+        assert meta["world_builds"] == {row: {"aaaa": [0, 1], other: [2]}}
+        for name in ("leaderboard.md", "survival.md"):
+            assert (folder / name).read_text().startswith(f"**Pooled world builds** (aggregated with "
+                                                          f"--allow-mixed-builds): {row} (")
+        df = pd.read_csv(folder / "leaderboard.csv")
+        assert list(df.n_seeds) == [3]
 
 
 def test_attack_seed_interpolation_does_not_split_seeds():

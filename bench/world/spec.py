@@ -16,6 +16,9 @@ class ModelSpec:
     for example a suspect model to verify. It is checked when the config is instantiated, so a
     missing, corrupt or pickle-based file is refused before any work.
 
+    `source`: `build` builds the world on this machine (cached by its config); `shipped` (tiny only) loads the
+    build committed in `bench/world/tiny_world/`, checked against its fingerprint, and builds nothing.
+
     Training settings (every embedding and attack loop of the world, `bench.training.Amp`):
     `train_precision` fp32 (default) | bf16 | fp16 (autocast, fp32 master weights; fp16 with a
     gradient scaler, GPU only), `gradient_checkpointing`, `optimizer` adamw | adamw8bit.
@@ -23,11 +26,17 @@ class ModelSpec:
     """
 
     built = False
+    shippable = False  # a build of this world's default config ships with the package (`bench.world.shipped`)
     version = "1"
 
     def __init__(self, name: str, scale: str, resolution: int, precision: str = "fp32", sampling: dict | None = None,
                  eval: dict | None = None, unet_weights: str | None = None, train_precision: str = "fp32",
-                 gradient_checkpointing: bool = False, optimizer: str = "adamw"):
+                 gradient_checkpointing: bool = False, optimizer: str = "adamw", source: str = "build"):
+        sources = ("build", "shipped") if self.shippable else ("build",)
+        require(source in sources, f"model.source must be one of {list(sources)} for model={name} (got {source!r}): "
+                "`shipped` loads the world committed with the package (the tiny world only), `build` builds the "
+                "config on this machine.")
+        self.source = source
         require(precision in DTYPES, f"model.precision must be one of {sorted(DTYPES)} (got {precision!r}).")
         require(resolution >= 8 and resolution % 8 == 0,
                 f"model.resolution must be a positive multiple of 8 (got {resolution}).")

@@ -108,6 +108,7 @@ class TinyModel(ModelSpec):
     """Builds the tiny world into a folder: `pipeline/`, `clip/` and `build.json` (timings, losses)."""
 
     built = True
+    shippable = True
     version = "1"
 
     def __init__(self, resolution: int = 32, seed: int = 0, data_root: str | None = None, n_pretrain: int = 50_000,
