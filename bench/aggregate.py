@@ -12,8 +12,14 @@ Per metric, over the row's complete seeds (`n_seeds`):
 * p-values are never averaged: `<m>/median`, the fraction of seeds at or below the target FPR
   (`<m>/frac_le_target`) and Fisher's combined p-value (`<m>/fisher`), valid because seeds draw
   independent keys, attack batches and query noise;
-* removal (`removal/*`, and the utility-qualified `removal_useful/*`): a censored time, summarised
-  by its Kaplan-Meier median and interval (`bench.survival`), never by a mean.
+* numbers bounded to [0, 1] (bit accuracy, verification / detection / query rates): the t interval is
+  clipped to that range, and says so by never leaving it;
+* removal (`removal/*`, and the utility-qualified `removal_useful/*`: a removal that counts only where the
+  model is still useful at that checkpoint): an interval-censored time, summarised by its median's bracket
+  (`median_low`, `median`] and the exact order-statistic interval with its coverage (`bench.survival`), never by
+  a mean; seeds whose mark was not detected before the attack are counted apart (`n_not_marked`);
+* the attacked model's lower-tail and two-sided binomial p-values (`verify/attacked/p_lower`, `.../p_two_sided`:
+  median and Fisher), from the last robustness checkpoint's counts: an inverted mark is evidence, not erasure.
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ import pandas as pd
 from scipy import stats
 
 from bench.identity import GROUPS, digest
-from bench.survival import censored_times, km_median
+from bench.survival import interval_median, tails
 
 LABELS = list(GROUPS)  # model, data, method, attack, metrics: the columns that name a row
 CENSORED = ("steps_to_removal", "removal_budget", "removal/lower", "removal/upper", "removal/event",
@@ -84,15 +90,27 @@ def row_labels(records: list[dict]) -> dict[str, dict]:
     return out
 
 
-def t_interval(values: list[float]) -> tuple[float, float, float, float]:
-    """(mean, sd, low, high): the 95% t interval of the mean (low = high = nan for one value)."""
+BOUNDED = ("bit_acc", "verification_rate", "detection_rate", "query_rate@")  # metrics in [0, 1]
+
+
+def bounds_of(name: str) -> tuple[float, float] | None:
+    """The range of a metric whose values cannot leave it ([0, 1] for rates), else None."""
+    last = name.rsplit("/", 1)[-1]
+    return (0.0, 1.0) if any(last == b or (b.endswith("@") and last.startswith(b)) for b in BOUNDED) else None
+
+
+def t_interval(values: list[float], bounds: tuple[float, float] | None = None) -> tuple[float, float, float, float]:
+    """(mean, sd, low, high): the 95% t interval of the mean (low = high = nan for one value), clipped to `bounds`."""
     x = np.asarray(values, dtype=float)
     mean = float(x.mean())
     if len(x) < 2:
         return mean, math.nan, math.nan, math.nan
     sd = float(x.std(ddof=1))
     half = float(stats.t.ppf(0.975, len(x) - 1)) * sd / math.sqrt(len(x))
-    return mean, sd, mean - half, mean + half
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return mean, sd, low, high
 
 
 def clopper_pearson(k: int, n: int) -> tuple[float, float]:
@@ -107,30 +125,62 @@ def fisher(ps: list[float]) -> float:
     return float(stats.combine_pvalues(ps, method="fisher").pvalue) if len(ps) > 1 else ps[0]
 
 
-def _removal(recs: list[dict], prefix: str) -> dict:
-    """Kaplan-Meier columns for a censored removal time (`removal` or `removal_useful`)."""
-    intervals = []
+def removal_intervals(recs: list[dict], prefix: str) -> list[dict] | None:
+    """Each record's removal as an interval (lower, upper] with `event` (see `bench.survival`), for `removal` (the
+    first checkpoint not detected) or `removal_useful` (the first one not detected *and* within the utility budget
+    there); None when a record lacks them or a budget is not a number."""
+    out = []
     for r in recs:
         m = r["metrics"]
-        if "removal/event" not in m:
-            return {}
-        last = m["removal/lower"]["value"] if not m["removal/event"]["value"] else None
-        if prefix == "removal":
-            intervals.append({"lower": m["removal/lower"]["value"], "upper": m["removal/upper"]["value"],
-                              "event": m["removal/event"]["value"]})
-        elif "removal_useful/budget" in m:
-            event = m["removal_useful/budget"]["value"] is not None
-            censor_at = last if last is not None else r["curves"]["robustness"][-1]["budget"]
-            intervals.append({"lower": None if event else censor_at,
-                              "upper": m["removal_useful/budget"]["value"], "event": event})
-        else:
-            return {}
-    times = censored_times(intervals)
-    if times is None:
+        if "removal/event" not in m or (prefix == "removal_useful" and "removal_useful/budget" not in m):
+            return None
+        lower, upper, event = (m[f"removal/{k}"]["value"] for k in ("lower", "upper", "event"))
+        if prefix == "removal_useful" and lower is not None:  # a mark there before the attack
+            useful_at = m["removal_useful/budget"]["value"]
+            curve = [p["budget"] for p in (r.get("curves") or {}).get("robustness", [])]
+            if useful_at is None:
+                lower, upper, event = (curve[-1] if curve else (lower if not event else None)), None, False
+            else:
+                before = [b for b in curve if _num(b) and b < useful_at]
+                lower, upper, event = (max(before) if before else lower), useful_at, True
+                if lower is None:
+                    return None
+        for v in (lower, upper):
+            if v is not None and not _num(v):
+                return None
+        if not event and lower is None:
+            return None
+        out.append({"lower": lower, "upper": upper, "event": bool(event)})
+    return out
+
+
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _removal(recs: list[dict], prefix: str) -> dict:
+    """The interval-censored removal columns (`removal` or `removal_useful`)."""
+    intervals = removal_intervals(recs, prefix)
+    if intervals is None:
         return {}
-    km = km_median(*times)
-    return {f"{prefix}/median": km["median"], f"{prefix}/ci_low": km["ci_low"], f"{prefix}/ci_high": km["ci_high"],
-            f"{prefix}/n_removed": km["n_removed"]}
+    s = interval_median(intervals)
+    return {f"{prefix}/median": s["median_high"], f"{prefix}/median_low": s["median_low"],
+            f"{prefix}/ci_low": s["ci_low"], f"{prefix}/ci_high": s["ci_high"], f"{prefix}/ci_coverage": s["coverage"],
+            f"{prefix}/n_removed": s["n_removed"], f"{prefix}/n_marked": s["n"], f"{prefix}/n_not_marked": s["n_not_marked"]}
+
+
+def _tails(recs: list[dict]) -> dict:
+    """Median and Fisher's combination of the attacked model's lower-tail and two-sided p-values over seeds."""
+    found = [tails(curve[-1]) for r in recs if (curve := (r.get("curves") or {}).get("robustness"))]
+    found = [t for t in found if t is not None]
+    if not found or len(found) != len(recs):
+        return {}
+    out = {}
+    for side, name in (("lower", "p_lower"), ("two_sided", "p_two_sided")):
+        ps = [t[side] for t in found]
+        out[f"verify/attacked/{name}/median"] = float(np.median(ps))
+        out[f"verify/attacked/{name}/fisher"] = fisher(ps)
+    return out
 
 
 def summarise(recs: list[dict]) -> dict:
@@ -154,9 +204,11 @@ def summarise(recs: list[dict]) -> dict:
             out[name], out[f"{name}/k"] = k / n, k
             out[f"{name}/ci_low"], out[f"{name}/ci_high"] = clopper_pearson(k, n)
         else:
-            out[name], out[f"{name}/std"], out[f"{name}/ci_low"], out[f"{name}/ci_high"] = t_interval(vals)
+            out[name], out[f"{name}/std"], out[f"{name}/ci_low"], out[f"{name}/ci_high"] = \
+                t_interval(vals, bounds_of(name))
     out.update(_removal(recs, "removal"))
     out.update(_removal(recs, "removal_useful"))
+    out.update(_tails(recs))
     return out
 
 

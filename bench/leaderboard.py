@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.aggregate import LABELS, current, identity_of, row_labels, table
+from bench.aggregate import LABELS, bounds_of, current, fisher, identity_of, removal_intervals, row_labels, table
 from bench.cache import write_json_atomic
 from bench.errors import BenchError, ConfigError
 from bench.identity import check_label_collisions
-from bench.survival import censored_times, describe, km_median
+from bench.survival import describe_interval, interval_median, tails
 from bench.untrusted import csv_safe, safe_cell
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 HEADLINE = [("verify/watermarked/bit_acc", "marked bit acc"), ("verify/watermarked/verification_rate", "marked verif."),
             ("verify/watermarked/detected", "marked detected"), ("verify/watermarked/p_value", "marked p"),
             ("verify/attacked/bit_acc", "attacked bit acc"), ("verify/attacked/verification_rate", "attacked verif."),
-            ("verify/attacked/detected", "attacked detected"), ("removal", "removal (KM median, 95% CI)"),
+            ("verify/attacked/detected", "attacked detected"), ("removal", "removal (median, CI)"),
             ("false_positives", "false pos."), ("fid/watermarked", "FID marked"), ("fid/attacked", "FID attacked"),
             ("clip_score/watermarked", "CLIP marked"), ("utility/attacked/owner_loss_ratio", "owner loss ratio"),
             ("utility/attacked/attacker_gain", "attacker gain"), ("embed_seconds", "embed s")]
@@ -46,16 +46,21 @@ def _g(x: float) -> str:
 
 
 def cell(row: pd.Series, name: str) -> str:
-    """One markdown cell: mean ± half-width, k/n for verdicts, median/Fisher for p-values, KM for removal."""
+    """One markdown cell: mean ± half-width (rates: mean (low–high), their interval clipped to [0, 1]), k/n for
+    verdicts, median/Fisher for p-values, the interval-censored median's bracket and interval for removal."""
     n = int(row.get("n_seeds", 0) or 0)
     if name == "removal":
         med = row.get("removal/median")
         if med is None or pd.isna(med):
             return ""
-        k = int(row["removal/n_removed"])
+        k, marked = int(row["removal/n_removed"]), int(row.get("removal/n_marked", n))
+        unmarked = f", {n - marked} not marked" if marked < n else ""
         if k == 0:
-            return f"survives {n}/{n}"
-        return f"{_g(med)} ({_g(row['removal/ci_low'])}–{_g(row['removal/ci_high'])}), {k}/{n} removed"
+            return f"survives {marked}/{marked}{unmarked}"
+        if isinstance(med, float) and math.isinf(med):
+            return f"not reached, {k}/{marked} removed{unmarked}"
+        return (f"({_g(row['removal/median_low'])}, {_g(med)}] ({row['removal/ci_coverage']:.0%} CI "
+                f"{_g(row['removal/ci_low'])}–{_g(row['removal/ci_high'])}), {k}/{marked} removed{unmarked}")
     if name.endswith("p_value"):
         med = row.get(f"{name}/median")
         return "" if med is None or pd.isna(med) else f"{med:.2g} (Fisher {row[f'{name}/fisher']:.2g})"
@@ -67,6 +72,8 @@ def cell(row: pd.Series, name: str) -> str:
     lo, hi = row.get(f"{name}/ci_low"), row.get(f"{name}/ci_high")
     if lo is None or pd.isna(lo):
         return f"{value:.3g}"
+    if bounds_of(name) is not None:  # a rate: its interval is clipped to [0, 1], so it is shown as a range
+        return f"{value:.3g} ({lo:.3g}–{hi:.3g})"
     return f"{value:.3g} ± {(hi - lo) / 2:.2g}"
 
 
@@ -101,20 +108,22 @@ def survival_matrix(records: list[dict]) -> pd.DataFrame:
     for (model, data, metrics, attack, method), recs in sorted(cells.items()):
         unit = recs[0]["curves"]["robustness"][0].get("budget_label", "step")
         m = [r["metrics"] for r in recs]
-        times = censored_times([{k: x[f"removal/{k}"]["value"] for k in ("lower", "upper", "event")} for x in m])
-        if times is None:  # budgets that are not numbers (quantisation formats): list them
+        every, useful = removal_intervals(recs, "removal"), removal_intervals(recs, "removal_useful")
+        if every is None:  # budgets that are not numbers (quantisation formats): list them
             removed = [x["removal_budget"]["value"] for x in m if x["removal/event"]["value"]]
             text = (f"removed in {len(removed)}/{len(m)} seeds (at {', '.join(map(str, dict.fromkeys(removed)))})"
                     if removed else f"survives in {len(m)}/{len(m)} seeds")
+        elif useful is not None:  # the verdict: removals that leave a useful model at that checkpoint
+            any_removal = interval_median(every)
+            text = (f"within the utility budget: {describe_interval(interval_median(useful), unit)} "
+                    f"(any removal: {any_removal['n_removed']}/{any_removal['n']})")
         else:
-            text = describe(km_median(*times), unit)
-        if "survived_within_budget" in m[0]:
-            useful = sum(not x["survived_within_budget"]["value"] for x in m)
-            removed = sum(x["removal/event"]["value"] for x in m)
-            if removed and not useful:
-                text += "; every removal breaks the model (outside the utility budget)"
-            elif removed:
-                text += f"; {useful}/{len(m)} within the utility budget"
+            text = describe_interval(interval_median(every), unit)
+        found = [tails(r["curves"]["robustness"][-1]) for r in recs]
+        if all(found):
+            lower = fisher([t["lower"] for t in found])
+            if lower <= 1e-3:
+                text += f"; inverted after the attack: lower-tail Fisher p {lower:.2g} (the verdict's test is upper-tail)"
         util = []
         for key, fmt in (("utility/attacked/owner_loss_ratio", "owner loss ×{:.2f}"),
                          ("utility/attacked/attacker_gain", "gain {:.2f}"), ("utility/attacked/fid_increase", "FID {:+.1f}")):

@@ -16,7 +16,6 @@ from bench.errors import BenchError, ConfigError
 from bench.identity import plan
 from bench.leaderboard import write_leaderboard
 from bench.record import write_record
-from bench.survival import km_median, ratio
 from tests.helpers import MICRO, ROOT, compose_cfg
 
 CHOICES = {"model": "micro", "data": "micro", "method": "roma", "attack": "full_ft", "metrics": "default"}
@@ -134,31 +133,6 @@ def test_intervals_match_hand_computation(tmp_path):
     assert "verify/watermarked/p_value" not in row.index
 
 
-def test_kaplan_meier_median_matches_hand_computation():
-    """Removed at 5, 7, 7, 10; one survivor censored at 20: S(5) = 4/5, S(7) = 4/5 * 2/4 = 0.4, so the median is 7."""
-    km = km_median([5, 7, 7, 10, 20], [True, True, True, True, False])
-    assert km["median"] == 7 and km["n_removed"] == 4 and km["n"] == 5
-    # Greenwood's exponential ("log-log") band, by hand: var(log(-log S)) = sum d / (n (n - d)) / log(S)^2
-    z = stats.norm.ppf(0.975)
-
-    def band(at_risk_events):
-        s, v = 1.0, 0.0
-        for n, d in at_risk_events:
-            s *= 1 - d / n
-            v += d / (n * (n - d)) if n > d else math.inf
-        se = math.sqrt(v) / abs(math.log(s)) if 0 < s < 1 else math.inf
-        return s ** math.exp(z * se), s ** math.exp(-z * se)  # (lower, upper) survival
-
-    steps = {5: band([(5, 1)]), 7: band([(5, 1), (4, 2)]), 10: band([(5, 1), (4, 2), (2, 1)])}
-    lower_cross = min(t for t, (lo, hi) in steps.items() if lo <= 0.5)  # the lower band reaches 1/2 first
-    upper_cross = min((t for t, (lo, hi) in steps.items() if hi <= 0.5), default=math.inf)
-    assert km["ci_low"] == lower_cross and km["ci_high"] == upper_cross
-    all_survive = km_median([20, 20], [False, False])
-    assert math.isinf(all_survive["median"]) and all_survive["n_removed"] == 0
-    r = ratio({"median": 70, "ci_low": 50, "ci_high": 100}, {"median": 7, "ci_low": 5, "ci_high": 10})
-    assert r == {"ratio": 10.0, "ci_low": 5.0, "ci_high": 20.0}
-
-
 def test_removal_is_censored_in_the_table_and_survival_text(tmp_path):
     budgets = (0, 5, 7, 10, 20)
     recs = [record_from(planned([f"seed={s}"]), upper=u, lower=lo, curve_budgets=budgets)
@@ -169,9 +143,11 @@ def test_removal_is_censored_in_the_table_and_survival_text(tmp_path):
     assert row["removal/median"] == 7 and row["removal/n_removed"] == 4
     assert "steps_to_removal" not in df.columns  # a censored time is never averaged
     text = (tmp_path / "survival.md").read_text()
-    assert "removed in 4/5 seeds, median step 7 (95% CI 5–" in text
+    # interval-censored: the median (3rd of 5) lies in (5, 7]; the order-statistic interval (X(1), X(5)] = (0, inf]
+    # covers it with probability 1 - 2 / 32 = 93.75%
+    assert "removed in 4/5 seeds, median step in (5, 7] (93.8% CI 0–∞)" in text
     md = (tmp_path / "leaderboard.md").read_text()
-    assert "7 (5–" in md and "↑" in md
+    assert "(5, 7] (94% CI 0–∞), 4/5 removed" in md and "↑" in md
 
 
 def test_failed_runs_and_superseded_versions(tmp_path):

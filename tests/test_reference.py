@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 
 import pandas as pd
 
@@ -27,3 +28,16 @@ def test_reaggregating_the_reference_records_reproduces_the_committed_tables(tmp
                                   old.drop(columns=["error"], errors="ignore"), check_exact=False, rtol=1e-9)
     assert (tmp_path / "survival.md").read_text() == (REF / "survival.md").read_text()
     assert (tmp_path / "leaderboard.md").read_text() == (REF / "leaderboard.md").read_text()
+    assert json.loads((tmp_path / "leaderboard_meta.json").read_text()) == json.loads(
+        (REF / "leaderboard_meta.json").read_text())
+
+
+def test_the_readme_results_block_is_what_the_committed_records_give():
+    """Every figure between the README's markers is printed by scripts/readme_tables.py from results/reference."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import readme_tables
+
+    readme = (ROOT / "README.md").read_text()
+    assert readme.count(readme_tables.BEGIN) == 1 and readme.count(readme_tables.END) == 1
+    assert readme_tables.regenerate(readme, REF) == readme, \
+        "README.md's results block is stale: run .venv/bin/python scripts/readme_tables.py --write"

@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as err:
         print(f"\nerror: {err}\n", file=sys.stderr)
         return 2
-    print(f"world {world.address[:12]} ({'built now' if built else 'cached'})")
+    how = ("shipped build, checked and copied into the cache" if getattr(model, "source", "build") == "shipped"
+           else "built now") if built else "cached"
+    print(f"world {world.address[:12]} ({how})")
     print(f"fingerprint {world.meta.get('fingerprint')}")
     if args.command in ("quality", "ship"):
         from bench.world.quality import measure
