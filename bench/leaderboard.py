@@ -59,8 +59,10 @@ def cell(row: pd.Series, name: str) -> str:
             return f"survives {marked}/{marked}{unmarked}"
         if isinstance(med, float) and math.isinf(med):
             return f"not reached, {k}/{marked} removed{unmarked}"
-        return (f"({_g(row['removal/median_low'])}, {_g(med)}] ({row['removal/ci_coverage']:.0%} CI "
-                f"{_g(row['removal/ci_low'])}–{_g(row['removal/ci_high'])}), {k}/{marked} removed{unmarked}")
+        cov = row.get("removal/ci_coverage")
+        ci = (f" ({cov:.0%} CI {_g(row['removal/ci_low'])}–{_g(row['removal/ci_high'])})"
+              if cov is not None and not pd.isna(cov) and cov > 0 else "")  # one seed: no interval
+        return f"({_g(row['removal/median_low'])}, {_g(med)}]{ci}, {k}/{marked} removed{unmarked}"
     if name.endswith("p_value"):
         med = row.get(f"{name}/median")
         return "" if med is None or pd.isna(med) else f"{med:.2g} (Fisher {row[f'{name}/fisher']:.2g})"

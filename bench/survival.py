@@ -133,5 +133,5 @@ def describe_interval(s: dict, unit: str = "step") -> str:
         return f"survives in {n}/{n} seeds{extra}"
     if math.isinf(s["median_high"]):
         return f"removed in {k}/{n} seeds, median not reached (more than half survive){extra}"
-    return (f"removed in {k}/{n} seeds, median {unit} in ({_num(s['median_low'])}, {_num(s['median_high'])}] "
-            f"({s['coverage']:.1%} CI {_num(s['ci_low'])}–{_num(s['ci_high'])}){extra}")
+    ci = f" ({s['coverage']:.1%} CI {_num(s['ci_low'])}–{_num(s['ci_high'])})" if s["coverage"] > 0 else ""
+    return f"removed in {k}/{n} seeds, median {unit} in ({_num(s['median_low'])}, {_num(s['median_high'])}]{ci}{extra}"
