@@ -141,12 +141,12 @@ def removal_intervals(recs: list[dict], prefix: str) -> list[dict] | None:
             if useful_at is None:
                 lower, upper, event = (curve[-1] if curve else (lower if not event else None)), None, False
             else:
-                before = [b for b in curve if _num(b) and b < useful_at]
+                before = [b for b in curve if _is_number(b) and b < useful_at]
                 lower, upper, event = (max(before) if before else lower), useful_at, True
                 if lower is None:
                     return None
         for v in (lower, upper):
-            if v is not None and not _num(v):
+            if v is not None and not _is_number(v):
                 return None
         if not event and lower is None:
             return None
@@ -154,7 +154,7 @@ def removal_intervals(recs: list[dict], prefix: str) -> list[dict] | None:
     return out
 
 
-def _num(v) -> bool:
+def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -169,7 +169,7 @@ def _removal(recs: list[dict], prefix: str) -> dict:
             f"{prefix}/n_removed": s["n_removed"], f"{prefix}/n_marked": s["n"], f"{prefix}/n_not_marked": s["n_not_marked"]}
 
 
-def _tails(recs: list[dict]) -> dict:
+def evidence_tails(recs: list[dict]) -> dict:
     """Median and Fisher's combination of the attacked model's lower-tail and two-sided p-values over seeds."""
     found = [tails(curve[-1]) for r in recs if (curve := (r.get("curves") or {}).get("robustness"))]
     found = [t for t in found if t is not None]
@@ -208,7 +208,7 @@ def summarise(recs: list[dict]) -> dict:
                 t_interval(vals, bounds_of(name))
     out.update(_removal(recs, "removal"))
     out.update(_removal(recs, "removal_useful"))
-    out.update(_tails(recs))
+    out.update(evidence_tails(recs))
     return out
 
 

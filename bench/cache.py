@@ -133,6 +133,11 @@ def write_json_atomic(path: Path, obj: Any, exclusive: bool = False) -> None:
         tmp.unlink()
 
 
+def weights_digest(folder: Path) -> str:
+    """sha256 (hex) over a folder's `.safetensors` files in path order (a world's fingerprint is its first 16)."""
+    return files_digest(folder, sorted(Path(folder).rglob("*.safetensors")))
+
+
 def files_digest(root: Path, files) -> str:
     """sha256 (hex) over `files` in order: each one's path relative to `root`, then its bytes."""
     digest = hashlib.sha256()

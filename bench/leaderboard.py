@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.aggregate import LABELS, bounds_of, current, fisher, identity_of, removal_intervals, row_labels, table
+from bench.aggregate import LABELS, bounds_of, current, evidence_tails, identity_of, removal_intervals, row_labels, table
 from bench.cache import write_json_atomic
 from bench.errors import BenchError, ConfigError
 from bench.identity import check_label_collisions
-from bench.survival import describe_interval, interval_median, tails
+from bench.survival import describe_interval, interval_median
 from bench.untrusted import csv_safe, safe_cell
 
 log = logging.getLogger(__name__)
@@ -121,11 +121,9 @@ def survival_matrix(records: list[dict]) -> pd.DataFrame:
                     f"(any removal: {any_removal['n_removed']}/{any_removal['n']})")
         else:
             text = describe_interval(interval_median(every), unit)
-        found = [tails(r["curves"]["robustness"][-1]) for r in recs]
-        if all(found):
-            lower = fisher([t["lower"] for t in found])
-            if lower <= 1e-3:
-                text += f"; inverted after the attack: lower-tail Fisher p {lower:.2g} (the verdict's test is upper-tail)"
+        lower = evidence_tails(recs).get("verify/attacked/p_lower/fisher")
+        if lower is not None and lower <= 1e-3:
+            text += f"; inverted after the attack: lower-tail Fisher p {lower:.2g} (the verdict's test is upper-tail)"
         util = []
         for key, fmt in (("utility/attacked/owner_loss_ratio", "owner loss ×{:.2f}"),
                          ("utility/attacked/attacker_gain", "gain {:.2f}"), ("utility/attacked/fid_increase", "FID {:+.1f}")):

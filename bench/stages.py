@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from bench.cache import Cache, address_of, files_digest
+from bench.cache import Cache, address_of, weights_digest
 from bench.diffusion import GEN_BATCH
 from bench.errors import ConfigError
 from bench.metrics.base import EvalContext, ModelRef
@@ -43,7 +43,8 @@ def world_stage(cache: Cache, model, model_cfg: dict, data, device: torch.device
         art = cache.get_or_build("world", f"shipped-{shipped.FORMAT}", {"fingerprint": man["fingerprint"]},
                                  lambda out: shipped.materialize(out))
         folder, clip, address, built = art.path / "pipeline", str(art.path / "clip"), art.address, art.built
-        if shipped.pipeline_fingerprint(folder) != man["fingerprint"]:
+        fingerprint = shipped.pipeline_fingerprint(folder)  # on every load: the cached copy may have been edited
+        if fingerprint != man["fingerprint"]:
             raise ConfigError(f"The cached copy of the shipped tiny world ({folder.parent}) is not the shipped build: "
                               "its weight files were changed after they were copied there. Delete that folder; the "
                               "next run copies the shipped world again (after checking it).")
@@ -56,6 +57,7 @@ def world_stage(cache: Cache, model, model_cfg: dict, data, device: torch.device
                               f"the key), or pass --cache pointing at the cache that holds it.")
         art = cache.get_or_build("world", model.version, build_key, model.build)
         folder, clip, address, built = art.path / "pipeline", str(art.path / "clip"), art.address, art.built
+        fingerprint = world_fingerprint(cache, art.address, folder)
     else:
         folder, clip, address, built = model.path, model.clip_path, address_of("world", "pretrained", model_cfg), False
     if model.unet_weights:
@@ -72,7 +74,7 @@ def world_stage(cache: Cache, model, model_cfg: dict, data, device: torch.device
     world.data = data
     world.meta["model"] = model_cfg  # what rebuilds this world (bench.verify reads it from an embedding)
     if model.built:
-        world.meta["fingerprint"] = world_fingerprint(cache, art.address, folder)
+        world.meta["fingerprint"] = fingerprint
     return world, built
 
 
@@ -83,7 +85,7 @@ def world_fingerprint(cache: Cache, address: str, folder: Path) -> str:
     config a record used and the fingerprint which build: records carry it, and the leaderboard flags a row
     whose seeds ran on different builds."""
     def compute() -> dict:
-        return {"sha256": files_digest(folder, sorted(Path(folder).rglob("*.safetensors")))}
+        return {"sha256": weights_digest(folder)}
 
     return cache.get_or_compute_json("world-fingerprint", "1", {"world": address}, compute)[0]["sha256"][:16]
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from bench.cache import files_digest, write_json_atomic
+from bench.cache import weights_digest, write_json_atomic
 from bench.errors import ConfigError
 
 SHIPPED = Path(__file__).resolve().parent / "tiny_world"
@@ -58,7 +58,7 @@ def tensors_digest(state: dict) -> str:
 
 def pipeline_fingerprint(pipeline: Path) -> str:
     """The world fingerprint (first 16 hex of the sha256 over the pipeline's weight files, as the stages compute it)."""
-    return files_digest(pipeline, sorted(Path(pipeline).rglob("*.safetensors")))[:16]
+    return weights_digest(pipeline)[:16]
 
 
 def _refuse(problem: str, folder: Path) -> ConfigError:
