@@ -5,7 +5,7 @@
 
 Configuration errors print one paragraph and exit with status 2 before any work; a run that
 fails during its stages is recorded as failed and the sweep goes on (exit status 1 at the end,
-whichever launcher ran the jobs: see bench/outcome.py). A run whose record is complete is found
+whichever launcher ran the jobs: see bench/sweep/outcome.py). A run whose record is complete is found
 from the config alone (`bench.identity`), before torch and the models are imported, so re-running
 a finished sweep takes seconds.
 """
@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 import bench.config  # noqa: F401  (registers the ${scale:...} resolver)
 from bench.errors import BenchError
-from bench.outcome import exit_status, write_outcome
+from bench.sweep.outcome import exit_status, write_outcome
 
 log = logging.getLogger("bench")
 
@@ -37,9 +37,9 @@ def main(cfg: DictConfig) -> None:
             log.info("%s is complete; nothing to do", the_plan["run_id"])
             keep_defaults(the_plan)
         else:
-            from bench.launch import check_job
+            from bench.sweep.launch import check_job
             check_job(HydraConfig.get().launcher)  # GPUs asked of the launcher but none visible: refused here
-            from bench.runner import run  # heavy imports (torch, diffusers) only when there is work
+            from bench.run.runner import run  # heavy imports (torch, diffusers) only when there is work
             record = run(cfg, the_plan)
     except BenchError as err:
         print(f"\nerror: {err}\n", file=sys.stderr)

@@ -14,9 +14,10 @@ import logging
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from filelock import FileLock, Timeout
 
@@ -117,20 +118,40 @@ def link_stages(source: Path, target: Path, stages) -> list[str]:
     return linked
 
 
+@contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path` to write to; renamed onto `path` when the block completes, removed if it
+    raises, so a reader sees the old file or the new one and never a half-written one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically (`atomic_file`)."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
 def write_json_atomic(path: Path, obj: Any, exclusive: bool = False) -> None:
     """Write JSON to `path` through a temporary file and an atomic rename. `exclusive`: `path` must not exist (the
     file is hard-linked into place, so one that appeared meanwhile is never replaced: FileExistsError)."""
+    text = json.dumps(obj, indent=2, sort_keys=False, default=str)
+    if not exclusive:
+        return write_text_atomic(path, text)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str))
-    if not exclusive:
-        os.replace(tmp, path)
-        return
-    try:
+    try:  # the complete file is linked into place (never over another), then its temporary name removed
+        tmp.write_text(text)
         os.link(tmp, path)
     finally:
-        tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
 def weights_digest(folder: Path) -> str:

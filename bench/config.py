@@ -1,4 +1,4 @@
-"""Config helpers: the `${scale:micro,tiny,sd}` resolver that picks a default by model scale.
+"""Config helpers: `compose` (the harness's config with overrides) and the `${scale:micro,tiny,sd}` resolver that picks a default by model scale.
 
 Method and attack YAMLs give one value per world scale, e.g. `steps: ${scale:200,500,1000}`
 (micro world, tiny world, Stable Diffusion); the model config's `scale` picks one. An explicit
@@ -6,7 +6,9 @@ override (`method.steps=50`) replaces the whole expression.
 """
 from __future__ import annotations
 
-from omegaconf import OmegaConf
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
 
 SCALES = ("micro", "tiny", "sd")
 
@@ -19,3 +21,17 @@ def _scale(micro, tiny, sd, *, _root_):
 
 
 OmegaConf.register_new_resolver("scale", _scale, replace=True)
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose(overrides: list[str] = ()) -> DictConfig:
+    """The harness's config (`conf/config.yaml`) with `overrides`, composed without running the app; inside an
+    initialised Hydra (a run, a test's own `initialize`) it composes there."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return hydra_compose("config", overrides=list(overrides))
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides))

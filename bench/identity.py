@@ -20,12 +20,12 @@ import ast
 import hashlib
 import importlib.util
 import json
-import os
 from functools import lru_cache
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from bench.config import CONF
 from bench.errors import ConfigError
 
 SEED = "<seed>"
@@ -33,7 +33,6 @@ NOT_HASHED = ("paths", "logger", "device")      # settings that do not change a 
 GROUPS = ("model", "data", "method", "attack", "metrics")
 UNLABELLED = ("_target_", "label", "name")      # keys that never enter a label
 RECORD_VERSION = 2  # 2: identity, labels and component versions in the record; versions in the run id
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def digest(obj, n: int = 16) -> str:
@@ -98,16 +97,8 @@ def label(name: str, node: dict, default: dict | None) -> str:
 
 def compose_defaults(choices: dict, extra: list[str]) -> DictConfig | None:
     """The config with the same group choices and nothing else overridden (None if Hydra is unavailable)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    import bench.config  # noqa: F401  (the ${scale:...} resolver)
-
-    overrides = [f"{g}={c}" for g, c in choices.items() if c is not None] + extra
-    if GlobalHydra.instance().is_initialized():
-        return compose("config", overrides=overrides)
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=overrides)
+    from bench.config import compose
+    return compose([f"{g}={c}" for g, c in choices.items() if c is not None] + extra)
 
 
 def conf_digest(extra: list[str]) -> str:
@@ -134,11 +125,8 @@ def keep_defaults(the_plan: dict) -> None:
     path, defaults = the_plan.get("defaults_path"), the_plan.get("defaults")
     if path is None or defaults is None or Path(path).is_file():
         return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(defaults, default=str))
-    os.replace(tmp, path)
+    from bench.cache import write_text_atomic
+    write_text_atomic(Path(path), json.dumps(defaults, default=str))
 
 
 def hydra_context() -> tuple[dict | None, list[str]]:

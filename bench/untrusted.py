@@ -196,7 +196,7 @@ def parse_record(rec, where: str) -> dict:
             _walk(v, f"The record {where}'s config.{k}", fix, True)
     nodes = {**{g: config[g] for g in ("model", "data", "method", "attack")},
              **{f"metrics.{n}": c for n, c in config["metrics"].items()}}
-    for name, node in nodes.items():  # aggregation instantiates nothing; bench.roc checks with `component`
+    for name, node in nodes.items():  # aggregation instantiates nothing; bench.tools.roc checks with `component`
         if not isinstance(node, dict) or not isinstance(node.get("_target_"), str):
             raise ConfigError(f"The record {where}'s config.{name} must be a component config with a _target_. {fix}")
         _walk(node, f"The record {where}'s config.{name}", fix, True)

@@ -93,7 +93,7 @@ class WatermarkMethod:
     # "prefix" (prepended to any caption, SleeperMark's *[Z]& ) or None (no text trigger)
     trigger_form: ClassVar[str | None] = None
     # True when `embed` completes the key (e.g. trains a decoder into it): a key from `make_key`
-    # alone cannot verify, so false-positive measurements (bench.fpr) embed each key.
+    # alone cannot verify, so false-positive measurements (bench.tools.fpr) embed each key.
     key_from_embedding: ClassVar[bool] = False
 
     def card(self, settings: dict) -> MethodCard:

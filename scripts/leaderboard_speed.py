@@ -3,9 +3,9 @@
     .venv/bin/python scripts/leaderboard_speed.py [RESULTS_DIR] [N]
 
 Copies the records of RESULTS_DIR (default results) into a scratch folder, repeating them under new
-seeds until there are at least N (default 300), then times `bench.leaderboard.write_leaderboard` on
+seeds until there are at least N (default 300), then times `bench.analysis.leaderboard.write_leaderboard` on
 it twice (CSV, markdown, survival table, plots and report: cold, then with the unchanged figures kept) and
-the whole `python -m bench.leaderboard` command once, and prints the seconds.
+the whole `python -m bench.tools.leaderboard` command once, and prints the seconds.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.leaderboard import write_leaderboard  # noqa: E402
+from bench.analysis.leaderboard import write_leaderboard  # noqa: E402
 from bench.record import load_records, write_record  # noqa: E402
 
 
@@ -45,10 +45,10 @@ def main() -> None:
         df = write_leaderboard(scratch)
         times.append(time.perf_counter() - start)
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "bench.leaderboard", str(scratch)], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "bench.tools.leaderboard", str(scratch)], check=True, capture_output=True)
     cli = time.perf_counter() - start
     print(f"{count} records -> {len(df)} rows: write_leaderboard (CSV, markdown, survival, plots, report) "
-          f"{times[0]:.2f} s cold, {times[1]:.2f} s warm; `python -m bench.leaderboard` {cli:.2f} s wall "
+          f"{times[0]:.2f} s cold, {times[1]:.2f} s warm; `python -m bench.tools.leaderboard` {cli:.2f} s wall "
           f"(imports included), from {source}")
     shutil.rmtree(scratch)
 

@@ -12,7 +12,7 @@ Each record keeps its status, identity, versions, metrics, config, provenance, k
 of its curves only the robustness and utility curves without per-query scores (what the leaderboard
 and its plots read). The leaderboard (CSV, markdown) and survival table are aggregated from those
 slim records, so `tests/test_reference.py` can check that re-aggregating them reproduces the
-committed files. When RESULTS_DIR/roc exists (`python -m bench.roc`), it is copied to
+committed files. When RESULTS_DIR/roc exists (`python -m bench.tools.roc`), it is copied to
 results/reference/roc/ as it is: its models are not in the records, so it cannot be re-aggregated.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.leaderboard import write_leaderboard  # noqa: E402
+from bench.analysis.leaderboard import write_leaderboard  # noqa: E402
 from bench.record import load_records, write_record  # noqa: E402
 
 KEEP = ("leaderboard.csv", "leaderboard.md", "survival.md", "leaderboard_meta.json")

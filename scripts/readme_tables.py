@@ -10,7 +10,7 @@ verification rate, mean ± 95% half-width over seeds), detection k/n, removal as
 median's bracket with its order-statistic interval, quality (FID, CLIP) and the attacker's utility; then
 the steps-to-removal ratios of RoMa over WatermarkDM from paired seeds (seed s of both draws the same key
 bits): the median per-seed ratio's bracket and its order-statistic interval with its exact coverage
-(`bench.survival.paired_ratio`), read from the committed records.
+(`bench.analysis.survival.paired_ratio`), read from the committed records.
 """
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.aggregate import current, identity_of, removal_intervals  # noqa: E402
-from bench.leaderboard import cell  # noqa: E402
+from bench.analysis.aggregate import current, identity_of, removal_intervals  # noqa: E402
+from bench.analysis.leaderboard import cell  # noqa: E402
 from bench.record import load_records  # noqa: E402
-from bench.survival import paired_ratio  # noqa: E402
+from bench.analysis.survival import paired_ratio  # noqa: E402
 
 COLUMNS = [("strength", "marked ↑"), ("verify/watermarked/detected", "marked detected"),
            ("attacked_strength", "after attack ↑"), ("verify/attacked/detected", "detected after"),

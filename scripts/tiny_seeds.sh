@@ -28,7 +28,7 @@ EXTRA=("$@")
 worker 0 2 4 > "${TMPDIR:-/tmp}/tiny_seeds_a.log" 2>&1 &
 worker 1 3 > "${TMPDIR:-/tmp}/tiny_seeds_b.log" 2>&1 &
 wait
-.venv/bin/python -m bench.leaderboard "$(.venv/bin/python - "${EXTRA[@]}" <<'PY'
+.venv/bin/python -m bench.tools.leaderboard "$(.venv/bin/python - "${EXTRA[@]}" <<'PY'
 import sys
 print(next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("paths.results_dir=")), "results"))
 PY

@@ -21,8 +21,8 @@ def micro_world(shared_cache):
     from omegaconf import OmegaConf
 
     from bench.cache import Cache
-    from bench.runner import build
-    from bench.stages import world_stage
+    from bench.run.runner import build
+    from bench.run.stages import world_stage
     from tests.helpers import SHRINK, compose_cfg
 
     cfg = compose_cfg(SHRINK)

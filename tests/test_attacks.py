@@ -11,8 +11,8 @@ from attacks.lora_ft import attention_module_suffixes
 from bench.cache import Cache
 from bench.errors import ConfigError
 from bench.metrics.base import ModelRef
-from bench.runner import build
-from bench.stages import attack_stage, world_stage
+from bench.run.runner import build
+from bench.run.stages import attack_stage, world_stage
 from bench.world.base import read_weights
 from tests.helpers import SHRINK, compose_cfg
 

@@ -8,7 +8,7 @@ import pytest
 from hydra.utils import instantiate
 
 from bench.errors import ConfigError
-from bench.runner import build
+from bench.run.runner import build
 from tests.helpers import CONF, ROOT, compose_cfg
 
 GROUPS = ["model", "data", "method", "attack", "metrics"]
@@ -70,7 +70,7 @@ def test_help_lists_groups_and_options():
 
 
 def test_invalid_hyperparameters_raise_config_errors():
-    from bench.runner import build
+    from bench.run.runner import build
     with pytest.raises(ConfigError, match="attack.lr must be positive"):
         build(compose_cfg(["attack.lr=-1"]).attack, "attack")
     with pytest.raises(ConfigError, match="method.steps must be at least 1"):

@@ -1,5 +1,5 @@
 """Property-based fuzzing of the parsers of untrusted files: the record parser (`bench.untrusted.parse_record`)
-and the key-folder parser (`bench.verify.load_key_source`). Arbitrary JSON in gives a parsed object or the
+and the key-folder parser (`bench.tools.verify.load_key_source`). Arbitrary JSON in gives a parsed object or the
 one-paragraph ConfigError, never another exception, and the parsers write nothing."""
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def key_folder(tmp_path_factory) -> Path:
 @FUZZ
 @given(st.sampled_from(KEY_FILES), JSON, st.booleans())
 def test_key_folder_with_one_file_replaced(key_folder, tmp_path_factory, name, value, inside):
-    from bench.verify import load_key_source
+    from bench.tools.verify import load_key_source
     folder = tmp_path_factory.mktemp("k")
     shutil.copytree(key_folder, folder, dirs_exist_ok=True)
     original = json.loads((key_folder / name).read_text())

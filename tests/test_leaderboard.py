@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from bench.aggregate import clopper_pearson, t_interval, table
+from bench.analysis.aggregate import clopper_pearson, t_interval, table
 from bench.errors import BenchError, ConfigError
 from bench.identity import plan
-from bench.leaderboard import write_leaderboard
+from bench.analysis.leaderboard import write_leaderboard
 from bench.record import write_record
 from tests.helpers import MICRO, ROOT, compose_cfg
 
@@ -91,7 +91,7 @@ def test_rows_mixing_world_builds_are_refused_unless_pooling_is_asked_for(tmp_pa
         assert f"{row}: seeds 0 1 on aaaa, seeds 2 on {other}" in str(err.value)
         assert "--allow-mixed-builds" in str(err.value)
         assert not any((folder / n).exists() for n in ("leaderboard.csv", "leaderboard.md", "leaderboard_meta.json"))
-        cli = subprocess.run([sys.executable, "-m", "bench.leaderboard", str(folder)], capture_output=True, text=True,
+        cli = subprocess.run([sys.executable, "-m", "bench.tools.leaderboard", str(folder)], capture_output=True, text=True,
                              cwd=ROOT)
         assert cli.returncode == 2 and "different builds of their world" in cli.stderr
 
@@ -181,17 +181,17 @@ def test_hand_label_collision_refused(tmp_path):
 
 def test_standalone_command_and_empty_folder(tmp_path):
     write(tmp_path / "full", [record_from(planned(["seed=0"]))])
-    out = subprocess.run([sys.executable, "-m", "bench.leaderboard", str(tmp_path / "full")], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "bench.tools.leaderboard", str(tmp_path / "full")], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "roma" in out.stdout
     assert pd.read_csv(tmp_path / "full" / "leaderboard.csv").n_seeds.tolist() == [1]
     (tmp_path / "empty" / "records").mkdir(parents=True)
     for folder in (tmp_path / "empty", tmp_path / "missing"):
-        out = subprocess.run([sys.executable, "-m", "bench.leaderboard", str(folder)], cwd=ROOT, capture_output=True,
+        out = subprocess.run([sys.executable, "-m", "bench.tools.leaderboard", str(folder)], cwd=ROOT, capture_output=True,
                              text=True, timeout=120)
         assert out.returncode == 2 and out.stderr.count("error:") == 1, out.stderr
         assert not (folder / "leaderboard.csv").exists()
-    assert "No records" in subprocess.run([sys.executable, "-m", "bench.leaderboard", str(tmp_path / "empty")],
+    assert "No records" in subprocess.run([sys.executable, "-m", "bench.tools.leaderboard", str(tmp_path / "empty")],
                                           cwd=ROOT, capture_output=True, text=True).stderr
 
 

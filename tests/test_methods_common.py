@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from bench.runner import build
+from bench.run.runner import build
 from bench.stats import summarise
 from tests.helpers import CONF, ROOT, SHRINK, compose_cfg
 
@@ -35,7 +35,7 @@ def test_unmarked_model_is_at_chance(micro_world, name):
 
 
 def test_fpr_script_measures_null_models(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "bench.fpr", "method=watermarkdm", "n_keys=3", *SHRINK,
+    out = subprocess.run([sys.executable, "-m", "bench.tools.fpr", "method=watermarkdm", "n_keys=3", *SHRINK,
                           "attack.steps=2", f"paths.results_dir={tmp_path}"], cwd=ROOT, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -45,6 +45,6 @@ def test_fpr_script_measures_null_models(tmp_path):
     for s in result["summary"].values():
         assert s["n_keys"] == 3 and 0 <= s["fpr"] <= 1 and 0 < s["mean_bit_acc"] < 1
     assert "3 keys" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "bench.fpr", "method=none", *SHRINK, f"paths.results_dir={tmp_path}"],
+    bad = subprocess.run([sys.executable, "-m", "bench.tools.fpr", "method=none", *SHRINK, f"paths.results_dir={tmp_path}"],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "no verifier" in bad.stderr and "Traceback" not in bad.stderr

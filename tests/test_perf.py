@@ -1,4 +1,4 @@
-"""`python -m bench.perf` on the micro world: the JSON has every field with positive numbers (no timing
+"""`python -m bench.tools.perf` on the micro world: the JSON has every field with positive numbers (no timing
 assertion), and its embedding loop is WatermarkDM's own."""
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import torch
 
 import bench.training
 import methods.watermarkdm
-from bench.perf import Memory, embed_phase
-from bench.runner import build
+from bench.tools.perf import Memory, embed_phase
+from bench.run.runner import build
 from tests.helpers import ROOT, SHRINK, compose_cfg
 
 
 def test_perf_writes_positive_figures(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "bench.perf", "model=micro", "steps=2", "warmup=1", "gen_batches=[2]",
+    proc = subprocess.run([sys.executable, "-m", "bench.tools.perf", "model=micro", "steps=2", "warmup=1", "gen_batches=[2]",
                            f"paths.results_dir={tmp_path}", f"paths.cache_dir={tmp_path / 'cache'}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

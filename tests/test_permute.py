@@ -14,8 +14,8 @@ from attacks.permute import Permute, grouped_permutation, plan_residual
 from bench.cache import Cache
 from bench.errors import ConfigError
 from bench.metrics.base import ModelRef
-from bench.runner import build
-from bench.stages import attack_stage
+from bench.run.runner import build
+from bench.run.stages import attack_stage
 from methods.features import capture_output, transformer_blocks, unet_units
 from tests.helpers import SHRINK, compose_cfg
 

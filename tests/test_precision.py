@@ -19,8 +19,8 @@ import methods.watermarkdm
 from bench.cache import Cache
 from bench.diffusion import derive_seed, generate, initial_noise
 from bench.errors import ConfigError
-from bench.runner import build
-from bench.stages import world_stage
+from bench.run.runner import build
+from bench.run.stages import world_stage
 from bench.training import Amp, TrainSettings, check_training, optimise
 from bench.world.base import attention_report
 from tests.helpers import SHRINK, compose_cfg

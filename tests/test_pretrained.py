@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from bench.cache import Cache
 from bench.diffusion import generate
-from bench.stages import world_stage
+from bench.run.stages import world_stage
 from tests.helpers import compose_cfg
 
 

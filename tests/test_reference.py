@@ -8,7 +8,7 @@ import sys
 
 import pandas as pd
 
-from bench.leaderboard import write_leaderboard
+from bench.analysis.leaderboard import write_leaderboard
 from tests.helpers import ROOT
 
 REF = ROOT / "results" / "reference"

@@ -1,4 +1,4 @@
-"""bench.report: results/report.html of a micro-world sweep, checked as HTML and in a real headless Chromium."""
+"""bench.analysis.report: results/report.html of a micro-world sweep, checked as HTML and in a real headless Chromium."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.leaderboard import write_leaderboard
+from bench.analysis.leaderboard import write_leaderboard
 from tests.helpers import SHRINK, bench_cli
 
 SWEEP = ["method=none,watermarkdm", "attack=full_ft", "attack.steps=2", "seed=0,1", "-m", *SHRINK]
@@ -167,11 +167,11 @@ def test_clicking_a_header_sorts(sweep, browser):
 
 def test_sample_grids_linked_beyond_the_embed_limit(sweep, browser, tmp_path, monkeypatch):
     """Over the limit, the grids are relative paths beside the page, and they load opened as a file."""
-    import bench.report
+    import bench.analysis.report
     folder = tmp_path / "results"
     shutil.copytree(sweep, folder, ignore=shutil.ignore_patterns("hydra", "report.html"))
-    monkeypatch.setattr(bench.report, "EMBED_LIMIT", 0)
-    page = bench.report.write_report(folder)
+    monkeypatch.setattr(bench.analysis.report, "EMBED_LIMIT", 0)
+    page = bench.analysis.report.write_report(folder)
     linked = [s for s in Page(page.read_text()).images if not s.startswith("data:")]
     assert len(linked) == 2 and all(s.startswith("records/") and (folder / s).is_file() for s in linked)
     logs = load(browser, page)

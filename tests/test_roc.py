@@ -1,4 +1,4 @@
-"""bench.roc on the micro world: the cross-key matrix, independent nulls, ROC summary and the refusal of a
+"""bench.tools.roc on the micro world: the cross-key matrix, independent nulls, ROC summary and the refusal of a
 folder without seeds."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.roc import query_calibration, roc_points, tpr_at
+from bench.tools.roc import query_calibration, roc_points, tpr_at
 from tests.helpers import ROOT, SHRINK, bench_cli
 
 K = 3  # seeds with an attack; one more seed is a verification-only run without one
@@ -24,7 +24,7 @@ def roc_run(shared_cache, tmp_path_factory):
     verify_only = [a for a in SHRINK if not a.startswith(("metrics.fid", "metrics.clip", "metrics.lmc"))]
     bench_cli(["method=watermarkdm", "attack=none", "metrics=verification", f"seed={K}", "-m", *verify_only], results,
               shared_cache, check=True)
-    out = subprocess.run([sys.executable, "-m", "bench.roc", str(results), "--independent", "1", "--indep-steps", "3",
+    out = subprocess.run([sys.executable, "-m", "bench.tools.roc", str(results), "--independent", "1", "--indep-steps", "3",
                           "--other-worlds", "1", "--cache", str(shared_cache)], cwd=ROOT, capture_output=True, text=True, timeout=1800)
     assert out.returncode == 0, out.stderr[-3000:]
     return results, out
@@ -84,6 +84,6 @@ def test_query_calibration_by_hand():
 
 def test_no_seeds_refused(tmp_path):
     (tmp_path / "records").mkdir()
-    out = subprocess.run([sys.executable, "-m", "bench.roc", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "bench.tools.roc", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 2 and "two or more seeds" in out.stderr

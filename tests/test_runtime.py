@@ -1,4 +1,4 @@
-"""`python -m bench.world runtime`: one run timed afresh, sharing only the world (and FID reference)."""
+"""`python -m bench.tools.world runtime`: one run timed afresh, sharing only the world (and FID reference)."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,7 @@ def test_runtime_times_a_fresh_run_that_shares_only_the_world(tmp_path, shared_c
     scratch_before = set(Path(tempfile.gettempdir()).glob("bench-runtime-*"))
     embeds_before = set((shared_cache / "embed").glob("*"))
     run_overrides = [*SHRINK, "seed=11", "method.steps=20", "attack.steps=10"]  # a short run: the plumbing is the point
-    proc = subprocess.run([sys.executable, "-m", "bench.world", "runtime", *run_overrides,
+    proc = subprocess.run([sys.executable, "-m", "bench.tools.world", "runtime", *run_overrides,
                            f"paths.cache_dir={shared_cache}", f"paths.results_dir={results}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]

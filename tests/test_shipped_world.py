@@ -17,8 +17,8 @@ from transformers import CLIPModel
 
 from bench.cache import Cache, address_of
 from bench.errors import ConfigError
-from bench.runner import build
-from bench.stages import NOT_BUILT, world_stage
+from bench.run.runner import build
+from bench.run.stages import NOT_BUILT, world_stage
 from bench.world import shipped
 from bench.world.micro import MicroModel
 from tests.helpers import ROOT, compose_cfg

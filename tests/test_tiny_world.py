@@ -21,10 +21,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """(results folder, cache folder) after `python -m bench.world quality` loaded the shipped world."""
+    """(results folder, cache folder) after `python -m bench.tools.world quality` loaded the shipped world."""
     results = tmp_path_factory.mktemp("tiny-results")
     cache = results / "cache"
-    proc = subprocess.run([sys.executable, "-m", "bench.world", "quality", f"paths.results_dir={results}",
+    proc = subprocess.run([sys.executable, "-m", "bench.tools.world", "quality", f"paths.results_dir={results}",
                            f"paths.cache_dir={cache}"], cwd=ROOT, capture_output=True, text=True, timeout=3600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "shipped build, checked and copied into the cache" in proc.stdout

@@ -49,8 +49,8 @@ def embed(shared_cache, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def verify(shared_cache, tmp_path, capsys, monkeypatch):
-    """bench.verify.main in this process: (exit status, stderr)."""
-    from bench.verify import main
+    """bench.tools.verify.main in this process: (exit status, stderr)."""
+    from bench.tools.verify import main
     monkeypatch.setenv("BENCH_RESULTS", str(tmp_path / "results"))
 
     def run(*args) -> tuple[int, str]:
@@ -61,7 +61,7 @@ def verify(shared_cache, tmp_path, capsys, monkeypatch):
 
 @pytest.fixture
 def exported(embed, tmp_path) -> Path:
-    from bench.verify import export
+    from bench.tools.verify import export
     return export(embed, tmp_path / "key")
 
 
@@ -211,7 +211,7 @@ def leaderboard(*args) -> tuple[int, str]:
     import sys
 
     from tests.helpers import ROOT
-    proc = subprocess.run([sys.executable, "-m", "bench.leaderboard", *map(str, args)], cwd=ROOT, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "bench.tools.leaderboard", *map(str, args)], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     return proc.returncode, proc.stderr
 
@@ -242,7 +242,7 @@ def test_roc_instantiates_no_record_config(tmp_path):
     import sys
 
     from tests.helpers import ROOT
-    proc = subprocess.run([sys.executable, "-m", "bench.roc", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "bench.tools.roc", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 2 and not marker.exists()
     one_paragraph(proc.stderr, "not one of this harness's model components")
@@ -332,7 +332,7 @@ def test_a_bad_record_never_breaks_a_later_run(tmp_path, shared_cache):
 
 # ---- 7. spreadsheet and markdown injection -------------------------------------------------------------
 def test_csv_cells_are_inert_and_numbers_stay_numbers(tmp_path):
-    from bench.leaderboard import write_leaderboard
+    from bench.analysis.leaderboard import write_leaderboard
     labels = ["=HYPERLINK(\"http://x\",\"y\")", "+cmd|' /C calc'!A0", "@SUM(1+1)", "<script>alert(1)</script>"]
     for i, text in enumerate(labels):
         rec = good_record(0)

@@ -8,9 +8,9 @@ import math
 
 from scipy import stats
 
-from bench.aggregate import t_interval, table
-from bench.leaderboard import survival_matrix
-from bench.survival import interval_median, order_stat_rank, paired_ratio, tails
+from bench.analysis.aggregate import t_interval, table
+from bench.analysis.leaderboard import survival_matrix
+from bench.analysis.survival import interval_median, order_stat_rank, paired_ratio, tails
 from tests.test_leaderboard import planned, record_from
 
 INF = math.inf

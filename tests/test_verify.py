@@ -1,4 +1,4 @@
-"""`python -m bench.verify`: the owner's verdict on a suspect model, on the micro world.
+"""`python -m bench.tools.verify`: the owner's verdict on a suspect model, on the micro world.
 
 One micro-world watermarkdm run (attack=none) in the session cache gives the embed folder; every
 verification rebuilds the world from that cache (seconds)."""
@@ -39,10 +39,10 @@ def results_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def verify(shared_cache, results_dir):
-    """Run `python -m bench.verify ARGS --cache <shared cache>` in a subprocess."""
+    """Run `python -m bench.tools.verify ARGS --cache <shared cache>` in a subprocess."""
     def run(*args) -> subprocess.CompletedProcess:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "BENCH_RESULTS": str(results_dir)}
-        return subprocess.run([sys.executable, "-m", "bench.verify", *map(str, args), "--cache", str(shared_cache),
+        return subprocess.run([sys.executable, "-m", "bench.tools.verify", *map(str, args), "--cache", str(shared_cache),
                                "--device", "cpu"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     return run
 
@@ -114,7 +114,7 @@ def test_diffusers_folder_suspect(embed, verify, micro_world, base_file, tmp_pat
 
 
 def test_export_gives_the_same_verdict(embed, verify, marked, tmp_path):
-    from bench.verify import main
+    from bench.tools.verify import main
     assert main(["export", str(embed), str(tmp_path / "key")]) == 0
     files = sorted(str(p.relative_to(tmp_path / "key")) for p in (tmp_path / "key").rglob("*") if p.is_file())
     assert files == ["data.json", "export.json", "key/key.safetensors", "key/key_meta.json", "method.json",
@@ -169,7 +169,7 @@ def test_bad_keys_are_refused(embed, verify, base_file, tmp_path):
     refused(verify(tmp_path / "partial", base_file, "--out", tmp_path / "x.json"), "missing key/key_meta.json")
     refused(verify(embed, base_file, "--method", "sleepermark", "--out", tmp_path / "x.json"),
             "made by method watermarkdm", "not sleepermark")
-    from bench.verify import export
+    from bench.tools.verify import export
     export(embed, tmp_path / "aiao")  # the key files of watermarkdm, the method config of AIAO
     aiao = OmegaConf.to_container(compose_cfg([*SHRINK, "method=aiao"]).method, resolve=True)
     (tmp_path / "aiao" / "method.json").write_text(json.dumps(aiao))
@@ -180,8 +180,8 @@ def test_bad_keys_are_refused(embed, verify, base_file, tmp_path):
 
 def test_key_that_fails_inside_the_verifier_is_refused(embed, base_file, tmp_path, monkeypatch, capsys):
     """With the static check off, a key lacking what verify reads fails there and is still one paragraph."""
-    import bench.verify as bv
-    from bench.verify import export, main
+    import bench.tools.verify as bv
+    from bench.tools.verify import export, main
     export(embed, tmp_path / "k")
     meta = json.loads((tmp_path / "k" / "key" / "key_meta.json").read_text())
     (tmp_path / "k" / "key" / "key_meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "grid"}))

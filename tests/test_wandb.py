@@ -81,8 +81,8 @@ def test_leaderboard_run_from_sweep_and_standalone(logged):
     import subprocess
     import sys
     # the standalone command logs only with the user's own --logger, never with a logger a record names
-    subprocess.run([sys.executable, "-m", "bench.leaderboard", str(logged)], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "bench.tools.leaderboard", str(logged)], cwd=ROOT, check=True, capture_output=True)
     assert len([r for r in runs(logged) if r["job_type"] == "leaderboard"]) == 1
-    subprocess.run([sys.executable, "-m", "bench.leaderboard", str(logged), "--logger", "wandb"], cwd=ROOT, check=True,
+    subprocess.run([sys.executable, "-m", "bench.tools.leaderboard", str(logged), "--logger", "wandb"], cwd=ROOT, check=True,
                    capture_output=True)
     assert len([r for r in runs(logged) if r["job_type"] == "leaderboard"]) == 2

@@ -6,7 +6,7 @@ attack budget at that checkpoint (the step for training attacks, the sparsity fo
 Both are point readings of a censored quantity: `removal/lower`, `removal/upper` and
 `removal/event` store it as an interval, (last checkpoint detected, first checkpoint not
 detected], or right-censored at the last checkpoint when the mark survives; the leaderboard
-estimates medians over seeds from these with Kaplan-Meier (`bench.survival`).
+estimates medians over seeds from these with Kaplan-Meier (`bench.analysis.survival`).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""How long one run takes on a built world: `python -m bench.world runtime [overrides...]`.
+"""How long one run takes on a built world: `python -m bench.tools.world runtime [overrides...]`.
 
 The run (`python -m bench`, default `method=watermarkdm attack=full_ft`, in a fresh process so
 that start-up counts) goes to a temporary results folder whose cache holds only links to the

@@ -8,7 +8,7 @@ training schedule reuses), randomly initialised from `seed`, with the genuine CL
 
 What it is for: running the exact `model=sd15` code path (same `load_world`, `scale: sd`, the SD
 budgets, 77-token prompts, 64x64x4 latents at 512 px) where the real weights cannot be had:
-memory, speed and GPU checks (`python -m bench.perf model=sd15_random`). Every quality number
+memory, speed and GPU checks (`python -m bench.tools.perf model=sd15_random`). Every quality number
 it gives (bit accuracy, FID, CLIP score) means nothing.
 """
 from __future__ import annotations

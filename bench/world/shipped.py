@@ -9,7 +9,7 @@ rebuilt bit for bit elsewhere, and nothing twice:
 * `clip/`: the CLIP scorer's config, processor config and `vision.safetensors`, its weights *without* the text
   tower, which is the pipeline's text encoder (the same tensors; the build copies them), and without its
   tokenizer file, which is the pipeline's;
-* `manifest.json`: sha256 and size of every file, the build's fingerprint (`bench.stages.world_fingerprint`),
+* `manifest.json`: sha256 and size of every file, the build's fingerprint (`bench.run.stages.world_fingerprint`),
   its build config, losses, timings, thread count and quality figures.
 
 `materialize` checks every shipped file, then writes the standard world folder (`pipeline/`, `clip/`) into the

@@ -6,7 +6,7 @@ import torch
 
 from bench.cache import link_stages
 from bench.errors import ConfigError, DatasetNotFoundError
-from bench.runner import build
+from bench.run.runner import build
 from tests.helpers import SHRINK, bench_cli, compose_cfg, records, values
 
 FIXTURE_COCO = ["data.owner.split=val"]  # the COCO fixture has the val split only

@@ -53,7 +53,7 @@ def world_stage(cache: Cache, model, model_cfg: dict, data, device: torch.device
         if not allow_build and not cache.path_for("world", address_of("world", model.version, build_key)).is_dir():
             raise ConfigError(f"The {model.name} world this needs ({address_of('world', model.version, build_key)[:12]})"
                               f" is not in the cache '{cache.root}', and it is not built on a file's say-so. Build it "
-                              f"yourself with `python -m bench.world build model=<name>` (or run the sweep that made "
+                              f"yourself with `python -m bench.tools.world build model=<name>` (or run the sweep that made "
                               f"the key), or pass --cache pointing at the cache that holds it.")
         art = cache.get_or_build("world", model.version, build_key, model.build)
         folder, clip, address, built = art.path / "pipeline", str(art.path / "clip"), art.address, art.built
@@ -72,7 +72,7 @@ def world_stage(cache: Cache, model, model_cfg: dict, data, device: torch.device
         if text_state is not None:
             world.pipe.text_encoder.load_state_dict(text_state)
     world.data = data
-    world.meta["model"] = model_cfg  # what rebuilds this world (bench.verify reads it from an embedding)
+    world.meta["model"] = model_cfg  # what rebuilds this world (bench.tools.verify reads it from an embedding)
     if model.built:
         world.meta["fingerprint"] = fingerprint
     return world, built

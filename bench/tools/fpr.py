@@ -1,8 +1,8 @@
 """False-positive rate of a method's verifier over many independent keys, on models that never
 saw any key: the base model and the base model after an attack (default `full_ft`).
 
-    python -m bench.fpr method=aiao                      # 20 keys, the tiny world, full_ft
-    python -m bench.fpr method=sleepermark n_keys=50 model=micro data=micro
+    python -m bench.tools.fpr method=aiao                      # 20 keys, the tiny world, full_ft
+    python -m bench.tools.fpr method=sleepermark n_keys=50 model=micro data=micro
 
 Any override of the main config works (model, data, attack, metrics.verification.*). Keys are
 drawn from seeds `key_seed0 .. key_seed0 + n_keys - 1`, away from the seeds runs use. For most
@@ -22,15 +22,18 @@ import torch
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
+from bench.tools.cli import command
+from bench.config import compose
+from bench.cache import write_text_atomic
 from bench.cache import Cache
 from bench.errors import BenchError
 from bench.metrics.base import ModelRef
-from bench.runner import build
-from bench.stages import attack_stage, embed_stage, world_stage
+from bench.run.runner import build
+from bench.run.stages import attack_stage, embed_stage, world_stage
 from bench.stats import summarise
 from bench.world.base import resolve_device
 
-log = logging.getLogger("bench.fpr")
+log = logging.getLogger("bench.tools.fpr")
 OWN = {"n_keys": 20, "key_seed0": 1000}
 
 
@@ -91,14 +94,7 @@ def _mean(values):
     return sum(values) / len(values) if values else None
 
 
-def main(argv: list[str]) -> int:
-    from hydra import compose, initialize_config_dir
-
-    from hydra.errors import HydraException
-
-    import bench.config  # noqa: F401  (the ${scale:...} resolver)
-
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+def _main(argv: list[str]) -> int:
     own = dict(OWN)
     overrides = []
     for arg in argv:
@@ -107,18 +103,10 @@ def main(argv: list[str]) -> int:
             own[name] = int(value)
         else:
             overrides.append(arg)
-    try:
-        with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
-            cfg = compose("config", overrides=overrides)
-        result = measure(cfg, own["n_keys"], own["key_seed0"])
-    except (BenchError, HydraException) as err:
-        print(f"\nerror: {err}\n", file=sys.stderr)
-        return 2
+    cfg = compose(overrides)
+    result = measure(cfg, own["n_keys"], own["key_seed0"])
     out = Path(cfg.paths.results_dir) / "fpr" / f"{result['model']}-{result['method']}-{result['attack']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out)
+    write_text_atomic(out, json.dumps(result, indent=1))
     print(f"\n{result['method']} on {result['model']}: {own['n_keys']} keys, target FPR {result['target_fpr']:g}, "
           f"{result['n_queries']} queries per verification")
     for name, s in result["summary"].items():
@@ -129,6 +117,8 @@ def main(argv: list[str]) -> int:
     print(f"written: {out}")
     return 0
 
+
+main = command(_main)
 
 if __name__ == "__main__":
     torch.set_grad_enabled(True)

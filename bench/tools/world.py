@@ -1,9 +1,9 @@
 """Build a world ahead of time, measure its quality, ship a build, or time one run on it.
 
-    python -m bench.world build   [model=tiny] [overrides...]   # builds from scratch (model.source=build)
-    python -m bench.world quality [model=tiny] [overrides...]   # -> results/world/quality.json, samples.png
-    python -m bench.world ship    [overrides...]                # a built tiny world -> bench/world/tiny_world/
-    python -m bench.world runtime [overrides...]                 # -> results/world/runtime.json
+    python -m bench.tools.world build   [model=tiny] [overrides...]   # builds from scratch (model.source=build)
+    python -m bench.tools.world quality [model=tiny] [overrides...]   # -> results/world/quality.json, samples.png
+    python -m bench.tools.world ship    [overrides...]                # a built tiny world -> bench/world/tiny_world/
+    python -m bench.tools.world runtime [overrides...]                 # -> results/world/runtime.json
 
 `model=tiny` loads the world shipped with the package (`bench/world/tiny_world/`, checked against its
 fingerprint) and builds nothing. `build` always builds on this machine (`model.source=build`), at the
@@ -20,46 +20,37 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import bench.config  # noqa: F401
+from bench.errors import ConfigError
 from bench.cache import Cache
-from bench.errors import BenchError
+from bench.config import compose
+from bench.tools.cli import command
 
-CONF = Path(__file__).resolve().parents[2] / "conf"
 
-
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["build", "quality", "ship", "runtime"])
     parser.add_argument("overrides", nargs="*", help="config overrides, default model=tiny data=tiny")
     parser.add_argument("--n-fidelity", type=int, default=500, help="images for prompt fidelity (quality)")
     parser.add_argument("--n-fid", type=int, default=1000, help="generated and real images for FID (quality)")
     args = parser.parse_intermixed_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s")
     overrides = ["model=tiny", "data=tiny", *args.overrides]
     if args.command in ("build", "ship"):  # from scratch, at the config's own address: never the shipped world
         overrides.append("model.source=build")
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    from bench.runner import build
-    from bench.stages import world_stage
+    cfg = compose(overrides)
+    from bench.run.runner import build
+    from bench.run.stages import world_stage
     from bench.world.base import resolve_device
-    try:
-        model, data = build(cfg.model, "model"), build(cfg.data, "data")
-        if model.built:
-            print(f"building the {model.name} world if needed (the tiny world: about 10 minutes on 2 CPU cores)...",
-                  file=sys.stderr)
-        world, built = world_stage(Cache(cfg.paths.cache_dir), model, OmegaConf.to_container(cfg.model, resolve=True),
-                                   data, resolve_device(cfg.device))
-    except BenchError as err:
-        print(f"\nerror: {err}\n", file=sys.stderr)
-        return 2
+    model, data = build(cfg.model, "model"), build(cfg.data, "data")
+    if model.built:
+        print(f"building the {model.name} world if needed (the tiny world: about 10 minutes on 2 CPU cores)...",
+              file=sys.stderr)
+    world, built = world_stage(Cache(cfg.paths.cache_dir), model, OmegaConf.to_container(cfg.model, resolve=True),
+                               data, resolve_device(cfg.device))
     how = ("shipped build, checked and copied into the cache" if getattr(model, "source", "build") == "shipped"
            else "built now") if built else "cached"
     print(f"world {world.address[:12]} ({how})")
@@ -105,11 +96,10 @@ def ship(world, cfg, model, figures: dict) -> int:
 
     import torch
 
-    from bench.stages import NOT_BUILT
+    from bench.run.stages import NOT_BUILT
     from bench.world import shipped
     if model.name != "tiny":
-        print("\nerror: only the tiny world ships with the package (model=tiny).\n", file=sys.stderr)
-        return 2
+        raise ConfigError("Only the tiny world ships with the package: run `ship` with model=tiny.")
     folder = Path(world.clip_path).parent
     build_config = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k not in NOT_BUILT}
     extra = {"quality": figures, "built_with": {"torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -120,6 +110,8 @@ def ship(world, cfg, model, figures: dict) -> int:
     print(f"shipped world written to {shipped.SHIPPED}: fingerprint {man['fingerprint']}, {size / 1e6:.1f} MB")
     return 0
 
+
+main = command(_main)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,11 +1,11 @@
-"""Null models that never saw any key, for false-positive rates and ROC curves (`bench.roc`).
+"""Null models that never saw any key, for false-positive rates and ROC curves (`bench.tools.roc`).
 
 * **Independent UNets**: a UNet of the world's architecture, initialised from another seed and
   trained from scratch on the world's owner data (`data.owner`, a subset of the images the world
   was pre-trained on; on the tiny world its 2,000 Fashion-MNIST rows) with the world's own recipe
   (`bench.world.tiny.train_unet`: AdamW, one-cycle lr, 10% caption dropout), for a shorter budget
   than the world's (`steps`). Its quality (held-out denoising loss, FID) is measured and stated by
-  `bench.roc`.
+  `bench.tools.roc`.
 * **Their fine-tunes and distillates**: any attack of the harness applied to them (`attack_stage`
   with the attack's config, e.g. full_ft and distill), cached like every attack.
 * **Other worlds**: the same world spec built with another `model.seed` (every part retrained:

@@ -4,7 +4,7 @@ Rows: the base model, the watermarked model, the attacked model (final checkpoin
 held-out prompts, and, for a method with a text trigger (`trigger_form`), the watermarked and the
 attacked model given the trigger (the whole trigger prompt, or the trigger prefixed to the same
 prompts). `samples.png` holds the rows top to bottom, `samples.json` their names; the HTML report
-(`bench.report`) shows them. Same seed, same images.
+(`bench.analysis.report`) shows them. Same seed, same images.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from bench.cache import atomic_file
 from bench.diffusion import generate
 from bench.metrics.base import EvalContext
 
@@ -41,10 +42,8 @@ def write_grid(ctx: EvalContext, folder: Path, n: int = 8) -> dict:
         strips.append(torch.cat(list(images), dim=2))  # (3, H, n W)
         names.append({"row": name, "prompt": prompts[0] if len(set(prompts)) == 1 else None})
     grid = (torch.cat(strips, dim=1).clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".samples.png.tmp"
-    Image.fromarray(grid).save(tmp, format="PNG")
-    tmp.replace(folder / "samples.png")
+    with atomic_file(folder / "samples.png") as tmp:
+        Image.fromarray(grid).save(tmp, format="PNG")
     meta = {"rows": names, "n": n, "resolution": s.resolution, "prompts": ctx.world.data.prompts(n)}
     (folder / "samples.json").write_text(json.dumps(meta, indent=1))
     return meta

@@ -14,7 +14,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from bench.errors import BenchError
-from bench.outcome import adopt_sweep
+from bench.sweep.outcome import adopt_sweep
 
 
 def up_to_date(results: Path) -> bool:
@@ -38,13 +38,13 @@ class LeaderboardCallback(Callback):
     """Rewrite the leaderboard after a run or a sweep and print it.
 
     (Jobs never raise on failure, they record it, so `on_multirun_end` always runs; the
-    standalone `python -m bench.leaderboard` covers sweeps interrupted by other means.)
+    standalone `python -m bench.tools.leaderboard` covers sweeps interrupted by other means.)
     """
 
     def _write(self, config) -> None:
         results = Path(config.paths.results_dir)
         if not up_to_date(results):
-            from bench.leaderboard import write_leaderboard
+            from bench.analysis.leaderboard import write_leaderboard
             try:
                 df = write_leaderboard(results, skip_bad=True)  # a bad file is named and left out: runs go on
             except BenchError as err:  # e.g. two variants given one label: the jobs ran, the table is refused
@@ -62,7 +62,7 @@ class LeaderboardCallback(Callback):
         self._write(config)
         logger = config.get("logger")
         if logger and "_target_" in logger:
-            from bench.leaderboard import log_to_logger
+            from bench.analysis.leaderboard import log_to_logger
             log_to_logger(logger, Path(config.paths.results_dir))
         summary = adopt_sweep(config.hydra.sweep.dir)  # the jobs may have run elsewhere (SLURM)
         if summary:

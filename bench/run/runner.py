@@ -22,8 +22,8 @@ from bench.errors import BenchError, ConfigError
 from bench.metrics.base import EvalContext, ModelRef
 from bench.identity import check_label_collisions, keep_defaults, plan, without_labels
 from bench.record import load_records, provenance, read_record, record_path, write_record
-from bench.samples import write_grid
-from bench.stages import attack_stage, embed_seconds, embed_stage, evaluate_stage, key_folder, world_stage
+from bench.run.samples import write_grid
+from bench.run.stages import attack_stage, embed_seconds, embed_stage, evaluate_stage, key_folder, world_stage
 from bench.world.base import resolve_device
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def check_types(node: DictConfig, group: str) -> None:
 
 def _ref(ref: ModelRef, cache: Cache) -> dict:
     """A model of the run as the record lists it: its address, checkpoint and budget, and its weights file
-    relative to the cache (None: the base model), so tools (bench.roc) can verify it with other keys."""
+    relative to the cache (None: the base model), so tools (bench.tools.roc) can verify it with other keys."""
     weights = str(Path(ref.weights).resolve().relative_to(cache.root.resolve())) if ref.weights else None
     return {"address": ref.address, "step": ref.step, "budget": ref.budget, "weights": weights}
 

@@ -1,8 +1,8 @@
 """The owner's verdict on a suspect model: is my watermark in it?
 
-    python -m bench.verify KEY SUSPECT [--n-queries N] [--target-fpr F] [--seed S] [--out FILE.json]
+    python -m bench.tools.verify KEY SUSPECT [--n-queries N] [--target-fpr F] [--seed S] [--out FILE.json]
                                        [--device cpu|cuda|auto] [--cache DIR] [--method NAME]
-    python -m bench.verify export EMBED_FOLDER OUT_FOLDER
+    python -m bench.tools.verify export EMBED_FOLDER OUT_FOLDER
 
 KEY: an embed artifact folder (`<cache>/embed/<address>/`) or a folder written by `export` (never the
 marked weights). SUSPECT: a UNet weights file (.safetensors or weights-only torch; pickles are refused
@@ -27,18 +27,19 @@ import torch
 from omegaconf import OmegaConf
 
 from bench.cache import Cache, address_of, files_digest, write_json_atomic
-from bench.errors import BenchError, CheckpointError, ConfigError
-from bench.runner import build
-from bench.stages import world_stage
+from bench.errors import CheckpointError, ConfigError
+from bench.run.runner import build
+from bench.run.stages import world_stage
 from bench.stats import summarise
+from bench.tools.cli import command
 from bench.untrusted import component, hex_address, integer, read_json
 from bench.world.pretrained import LOCAL_PREFIXES
 from bench.world.base import read_weights, resolve_device, split_weights
 from methods.base import Key
 
-log = logging.getLogger("bench.verify")
+log = logging.getLogger("bench.tools.verify")
 FORMAT = 1
-REEXPORT = "export it again from the embed artifact (`python -m bench.verify export EMBED OUT`)"
+REEXPORT = "export it again from the embed artifact (`python -m bench.tools.verify export EMBED OUT`)"
 # What each method family's verifier reads from a key: tensors ("x.*": some tensor under "x.") and meta keys
 KEY_NEEDS = {
     "watermarkdm": (("bits",), ("trigger", "grid")),
@@ -74,7 +75,7 @@ def load_key_source(folder: Path) -> dict:
         folder = folder.parent  # a record's key.folder: the key files inside the embed folder
     kind = "export" if (folder / "export.json").is_file() else "embed" if (folder / "key.json").is_file() else None
     if kind is None:
-        what = "it has neither export.json (a folder written by `python -m bench.verify export`) nor key.json (an " \
+        what = "it has neither export.json (a folder written by `python -m bench.tools.verify export`) nor key.json (an " \
                "embed artifact, <cache>/embed/<address>/)" if folder.is_dir() else "it does not exist"
         raise ConfigError(f"'{folder}' is not a key folder: {what}. Pass the embed folder of a watermarked run (the "
                           "parent of its record's key.folder) or an exported key folder.")
@@ -90,7 +91,7 @@ def load_key_source(folder: Path) -> dict:
     except ConfigError as err:
         raise ConfigError(f"{err} {REEXPORT[0].upper()}{REEXPORT[1:]}.") from None
     world = _read_json(folder / "world.json")
-    world_model = component(world.get("model"), "model", f"The key folder's world.json model", fix)
+    world_model = component(world.get("model"), "model", "The key folder's world.json model", fix)
     if world.get("address") is not None:
         hex_address(world["address"], "The key folder's world.json address", fix)
     src = {"folder": str(folder.resolve()), "kind": kind, "key": key, "world": {**world, "model": world_model}}
@@ -358,11 +359,11 @@ def report(r: dict) -> str:
 def parse(argv: list[str]) -> argparse.Namespace:
     """The two commands: verify (KEY SUSPECT ...) and export (EMBED_FOLDER OUT_FOLDER)."""
     if argv[:1] == ["export"]:
-        p = argparse.ArgumentParser(prog="python -m bench.verify export", description=export.__doc__)
+        p = argparse.ArgumentParser(prog="python -m bench.tools.verify export", description=export.__doc__)
         p.add_argument("embed", type=Path)
         p.add_argument("out", type=Path)
         return p.parse_args(argv[1:])
-    p = argparse.ArgumentParser(prog="python -m bench.verify", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m bench.tools.verify", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("key", help="an embed artifact folder or a folder written by `export`")
     p.add_argument("suspect", help="a UNet weights file or a diffusers folder")
@@ -384,17 +385,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str]) -> int:
-    """Run a command; a BenchError prints one paragraph and returns 2."""
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
+def _main(argv: list[str]) -> int:
     args = parse(argv)
-    try:
-        print(f"exported: {export(args.embed, args.out)}" if argv[:1] == ["export"] else report(verify(args)))
-    except BenchError as err:
-        print(f"\nerror: {err}\n", file=sys.stderr)
-        return 2
+    print(f"exported: {export(args.embed, args.out)}" if argv[:1] == ["export"] else report(verify(args)))
     return 0
 
 
+main = command(_main)
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -1,8 +1,8 @@
-"""`python -m bench.perf`: the harness's training steps and generation, timed and sized against the loop a
+"""`python -m bench.tools.perf`: the harness's training steps and generation, timed and sized against the loop a
 user would otherwise write.
 
-    python -m bench.perf model=micro steps=5
-    python -m bench.perf model=sd15_random model.resolution=256 batch=1 steps=3 precision=bf16 gradient_checkpointing=true
+    python -m bench.tools.perf model=micro steps=5
+    python -m bench.tools.perf model=sd15_random model.resolution=256 batch=1 steps=3 precision=bf16 gradient_checkpointing=true
 
 What it measures, in one process on the world's device (`device=auto`: CUDA when present):
 * **embed**: WatermarkDM's embedding step, its `_draw` + `_loss` and the optimiser step through
@@ -52,15 +52,18 @@ import yaml
 from omegaconf import OmegaConf
 
 from attacks.full_ft import FullFineTune
+from bench.tools.cli import command
+from bench.config import compose
+from bench.cache import write_text_atomic
 from bench.cache import Cache
 from bench.diffusion import generate, generator, training_scheduler
-from bench.errors import BenchError, ConfigError
-from bench.runner import build
-from bench.stages import world_stage
+from bench.errors import ConfigError
+from bench.run.runner import build
+from bench.run.stages import world_stage
 from bench.training import TRAIN_PRECISIONS, Amp, optimise
 from bench.world.base import attention_report, resolve_device
 
-log = logging.getLogger("bench.perf")
+log = logging.getLogger("bench.tools.perf")
 OWN = {"batch": 1, "steps": 5, "warmup": 2, "precision": None, "gradient_checkpointing": None, "optimizer": None,
        "share_unet": False, "gen_steps": None, "gen_batches": None, "cpu_resolution": 256}
 GB = 1024 ** 3
@@ -321,12 +324,12 @@ def parse(argv: list[str]) -> tuple[dict, list[str]]:
         parsed = yaml.safe_load(value) if value else None
         if name in ("batch", "steps", "warmup", "gen_steps", "cpu_resolution"):
             if not isinstance(parsed, int) or isinstance(parsed, bool) or parsed < 1:
-                raise ConfigError(f"bench.perf: {name} must be a positive integer (got {value!r}); warmup is at least "
+                raise ConfigError(f"bench.tools.perf: {name} must be a positive integer (got {value!r}); warmup is at least "
                                   "1 (the first step creates the optimiser state).")
         if name in ("share_unet", "gradient_checkpointing") and not isinstance(parsed, bool):
-            raise ConfigError(f"bench.perf: {name} must be true or false (got {value!r}).")
+            raise ConfigError(f"bench.tools.perf: {name} must be true or false (got {value!r}).")
         if name == "gen_batches" and not (isinstance(parsed, list) and all(isinstance(b, int) and b >= 1 for b in parsed)):
-            raise ConfigError(f"bench.perf: gen_batches must be a list of positive integers, e.g. [1,4] ([] skips "
+            raise ConfigError(f"bench.tools.perf: gen_batches must be a list of positive integers, e.g. [1,4] ([] skips "
                               f"generation; got {value!r}).")
         opts[name] = parsed
     for name, key in (("precision", "model.train_precision"), ("gradient_checkpointing", "model.gradient_checkpointing"),
@@ -337,25 +340,19 @@ def parse(argv: list[str]) -> tuple[dict, list[str]]:
 
 
 def compose_config(opts: dict, overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-
-    import bench.config  # noqa: F401  (the ${scale:...} resolver)
-
     batch = opts["batch"]
     extra = ["method=watermarkdm", "attack=full_ft", f"method.batch_size={batch}", "method.clean_weight=0",
              f"attack.batch_size={batch}"]
     if not any(o.startswith("data") for o in overrides):  # small synthetic data at the model's resolution
         extra += ["data=micro", "data.n_owner=16", "data.n_attacker=16", "data.n_holdout=16",
                   "data.n_attacker_holdout=4"]
-    conf = str(Path(__file__).resolve().parents[1] / "conf")
-    with initialize_config_dir(config_dir=conf, version_base="1.3"):
-        cfg = compose("config", overrides=extra + overrides)
-        device = resolve_device(cfg.device)
-        given = any(o.startswith("model.resolution=") for o in overrides)
-        if device.type == "cpu" and not given and cfg.model.resolution > opts["cpu_resolution"]:
-            log.info("on the CPU: model.resolution=%d (cpu_resolution; give model.resolution=... to change)",
-                     opts["cpu_resolution"])
-            cfg = compose("config", overrides=extra + overrides + [f"model.resolution={opts['cpu_resolution']}"])
+    cfg = compose(extra + overrides)
+    device = resolve_device(cfg.device)
+    given = any(o.startswith("model.resolution=") for o in overrides)
+    if device.type == "cpu" and not given and cfg.model.resolution > opts["cpu_resolution"]:
+        log.info("on the CPU: model.resolution=%d (cpu_resolution; give model.resolution=... to change)",
+                 opts["cpu_resolution"])
+        cfg = compose(extra + overrides + [f"model.resolution={opts['cpu_resolution']}"])
     return cfg, device
 
 
@@ -395,7 +392,7 @@ def measure(cfg, device: torch.device, opts: dict) -> dict:
 
 
 def table(r: dict) -> str:
-    head = (f"bench.perf: {r['model']} on {r['device_name']} ({r['threads']} threads), {r['resolution']} px, "
+    head = (f"bench.tools.perf: {r['model']} on {r['device_name']} ({r['threads']} threads), {r['resolution']} px, "
             f"batch {r['batch']}, train {r['train_precision']}{', gradient checkpointing' if r['gradient_checkpointing'] else ''}, "
             f"{r['optimizer']}, inference {r['inference_precision']}; memory: {r['memory']}")
     rows = [head, "", f"{'':24}{'harness s/step':>15}{'bare s/step':>13}{'ratio':>8}{'harness GB peak (step)':>25}"
@@ -416,26 +413,18 @@ def out_path(results_dir, r: dict) -> Path:
     return Path(results_dir) / "perf" / f"{name}.json"
 
 
-def main(argv: list[str]) -> int:
-    from hydra.errors import HydraException
-
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
-    try:
-        opts, overrides = parse(argv)
-        cfg, device = compose_config(opts, overrides)
-        result = measure(cfg, device, opts)
-    except (BenchError, HydraException) as err:
-        print(f"\nerror: {err}\n", file=sys.stderr)
-        return 2
+def _main(argv: list[str]) -> int:
+    opts, overrides = parse(argv)
+    cfg, device = compose_config(opts, overrides)
+    result = measure(cfg, device, opts)
     out = out_path(cfg.paths.results_dir, result)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(out)
+    write_text_atomic(out, json.dumps(result, indent=1))
     print("\n" + table(result))
     print(f"written: {out}")
     return 0
 
 
+main = command(_main)
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -16,7 +16,7 @@ Per metric, over the row's complete seeds (`n_seeds`):
   clipped to that range, and says so by never leaving it;
 * removal (`removal/*`, and the utility-qualified `removal_useful/*`: a removal that counts only where the
   model is still useful at that checkpoint): an interval-censored time, summarised by its median's bracket
-  (`median_low`, `median`] and the exact order-statistic interval with its coverage (`bench.survival`), never by
+  (`median_low`, `median`] and the exact order-statistic interval with its coverage (`bench.analysis.survival`), never by
   a mean; seeds whose mark was not detected before the attack are counted apart (`n_not_marked`);
 * the attacked model's lower-tail and two-sided binomial p-values (`verify/attacked/p_lower`, `.../p_two_sided`:
   median and Fisher), from the last robustness checkpoint's counts: an inverted mark is evidence, not erasure.
@@ -30,7 +30,7 @@ import pandas as pd
 from scipy import stats
 
 from bench.identity import GROUPS, digest
-from bench.survival import interval_median, tails
+from bench.analysis.survival import interval_median, tails
 
 LABELS = list(GROUPS)  # model, data, method, attack, metrics: the columns that name a row
 CENSORED = ("steps_to_removal", "removal_budget", "removal/lower", "removal/upper", "removal/event",
@@ -126,7 +126,7 @@ def fisher(ps: list[float]) -> float:
 
 
 def removal_intervals(recs: list[dict], prefix: str) -> list[dict] | None:
-    """Each record's removal as an interval (lower, upper] with `event` (see `bench.survival`), for `removal` (the
+    """Each record's removal as an interval (lower, upper] with `event` (see `bench.analysis.survival`), for `removal` (the
     first checkpoint not detected) or `removal_useful` (the first one not detected *and* within the utility budget
     there); None when a record lacks them or a budget is not a number."""
     out = []

@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.aggregate import current, identity_of, row_labels  # noqa: E402
+from bench.analysis.aggregate import current, identity_of, row_labels  # noqa: E402
 from bench.identity import digest  # noqa: E402
 
 

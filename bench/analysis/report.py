@@ -1,34 +1,32 @@
 """The HTML report: one self-contained page of a results folder, `<RESULTS_DIR>/report.html`.
 
-    python -m bench.report [RESULTS_DIR]
+    python -m bench.tools.report [RESULTS_DIR]
 
 `write_report` builds it from the records alone, plus the PNGs the leaderboard writes beside them
-(`bench.leaderboard` calls it at the end of every aggregation): a header (the folder, records, rows,
+(`bench.analysis.leaderboard` calls it at the end of every aggregation): a header (the folder, records, rows,
 superseded and failed records, the time), the leaderboard (the cells of leaderboard.md, sortable by
 clicking a column header), the survival table, the robustness + utility and LMC figures, the ROC
-figures and summary when `roc/` exists (`bench.roc`), a sample grid per row (the lowest seed's
-`samples.png`, `bench.samples`) and each run's config and provenance, collapsed, grouped by row.
+figures and summary when `roc/` exists (`bench.tools.roc`), a sample grid per row (the lowest seed's
+`samples.png`, `bench.run.samples`) and each run's config and provenance, collapsed, grouped by row.
 Figures are embedded as data URIs; sample grids too while they total under `EMBED_LIMIT` bytes, else
 they are linked by paths relative to the page, so it also works opened as a file from the folder.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime
 import json
 import logging
 import math
-import os
-import sys
 from pathlib import Path
 
 import jinja2
 import pandas as pd
 
-from bench.aggregate import LABELS, current, identity_of, row_labels, table
-from bench.leaderboard import HEADLINE, arrow, cell, survival_matrix
-from bench.errors import BenchError, ConfigError
+from bench.cache import write_text_atomic
+from bench.analysis.aggregate import LABELS, current, identity_of, row_labels, table
+from bench.analysis.tables import HEADLINE, arrow, cell, survival_matrix
+from bench.errors import ConfigError
 from bench.record import load_records
 from bench.untrusted import read_json, run_name
 
@@ -189,29 +187,5 @@ def write_report(results_dir: Path, records: list[dict] | None = None) -> Path:
     results_dir = Path(results_dir)
     html = render(results_dir, records)
     path = results_dir / "report.html"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, html)
     return path
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("results_dir", nargs="?", default="results", help="folder holding records/ (default: results)")
-    parser.add_argument("--skip-bad", action="store_true", help="leave out (and name) files that are not records")
-    args = parser.parse_args(argv)
-    folder = Path(args.results_dir)
-    if not folder.is_dir():
-        print(f"\nerror: results folder '{folder}' does not exist. Give the folder a sweep wrote (it holds "
-              "records/), e.g. python -m bench.report results\n", file=sys.stderr)
-        return 2
-    try:
-        print(write_report(folder, load_records(folder, skip_bad=args.skip_bad)))
-    except BenchError as err:
-        print(f"\nerror: {err}\n", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

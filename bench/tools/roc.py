@@ -1,6 +1,6 @@
 """False-positive rates and ROC curves on null models that never saw the key.
 
-    python -m bench.roc [RESULTS_DIR] [--independent 3] [--indep-steps 1500] [--other-worlds 1]
+    python -m bench.tools.roc [RESULTS_DIR] [--independent 3] [--indep-steps 1500] [--other-worlds 1]
 
 For every method variant with K >= 2 seeds in RESULTS_DIR's records (one model, data, method and
 verification settings; the attacks and the other collectors may differ, so a cheap
@@ -11,7 +11,7 @@ own verification settings and query seed, on:
 * **cross-key nulls**: the models marked with every other key j != i (the watermarked model and
   the final checkpoint of each of its attacks): K (K - 1) x (1 + attacks) entries, free since the
   models exist;
-* **independent nulls** (`bench.nulls`): UNets trained from other initialisations on the world's
+* **independent nulls** (`bench.tools.nulls`): UNets trained from other initialisations on the world's
   own data, their full fine-tunes and distillates (the final checkpoint and the one halfway
   through the schedule), and the base and fine-tuned UNets of worlds built with another
   `model.seed` (verified in their own pipeline);
@@ -47,11 +47,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.aggregate import clopper_pearson, current, identity_of, row_labels
+from bench.tools.cli import command
+from bench.analysis.aggregate import clopper_pearson, current, identity_of, row_labels
 from bench.errors import BenchError
 from bench.record import load_records
 
-log = logging.getLogger("bench.roc")
+log = logging.getLogger("bench.tools.roc")
 NULL_ATTACKS = ("full_ft", "distill")
 
 
@@ -81,11 +82,11 @@ def groups(records: list[dict]) -> dict[tuple, dict[int, list[dict]]]:
     return {k: v for k, v in out.items() if len(v) >= 2}
 
 
-FIX = "bench.roc instantiates only the harness's own components and reads only files inside the cache it was given."
+FIX = "bench.tools.roc instantiates only the harness's own components and reads only files inside the cache it was given."
 
 
 def checked(rec: dict) -> dict:
-    """`rec`, if the components bench.roc instantiates from it are the harness's own (`bench.untrusted.component`)."""
+    """`rec`, if the components bench.tools.roc instantiates from it are the harness's own (`bench.untrusted.component`)."""
     from bench.untrusted import component
     where = f"The record {rec['run_id']}'s config"
     for g in ("model", "data", "method"):
@@ -100,7 +101,7 @@ class Verifier:
     def __init__(self, rec: dict, cache, world):
         from omegaconf import OmegaConf
 
-        from bench.runner import build
+        from bench.run.runner import build
         cfg = OmegaConf.create(rec["config"])  # checked by measure()
         self.method = build(cfg.method, "method")
         self.verification = build(cfg.metrics.verification, "metrics")
@@ -148,18 +149,15 @@ def base_nulls(cache, recs: list[dict]) -> list[tuple[str, object]]:
 
 def independent_nulls(rec: dict, cache, world, n: int, steps: int, n_worlds: int) -> list[tuple[str, object, object]]:
     """(role, model, world) for the independent null models (built once, cached)."""
-    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    import bench.config  # noqa: F401
-    from bench.identity import CONF
+    from bench.config import compose
     from bench.metrics.base import ModelRef
-    from bench.nulls import independent_unet
-    from bench.runner import build
-    from bench.stages import attack_stage, world_stage
+    from bench.tools.nulls import independent_unet
+    from bench.run.runner import build
+    from bench.run.stages import attack_stage, world_stage
 
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        attacks = {a: compose("config", overrides=[f"model={rec['model']}", f"attack={a}"]).attack for a in NULL_ATTACKS}
+    attacks = {a: compose([f"model={rec['model']}", f"attack={a}"]).attack for a in NULL_ATTACKS}
     out = []
 
     def attacked(w, ref, role):
@@ -312,8 +310,8 @@ def measure(results: Path, n_indep: int, indep_steps: int, n_worlds: int, only: 
     from tqdm.auto import tqdm
 
     from bench.cache import Cache
-    from bench.runner import build
-    from bench.stages import world_stage
+    from bench.run.runner import build
+    from bench.run.stages import world_stage
     from bench.world.base import resolve_device
     from omegaconf import OmegaConf
 
@@ -380,7 +378,7 @@ def measure(results: Path, n_indep: int, indep_steps: int, n_worlds: int, only: 
     return table
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results_dir", nargs="?", default="results")
     parser.add_argument("--independent", type=int, default=3, help="independently trained UNets (default 3)")
@@ -391,17 +389,15 @@ def main(argv: list[str] | None = None) -> int:
                         "RESULTS_DIR/cache)")
     parser.add_argument("--skip-bad", action="store_true", help="leave out (and name) files that are not records")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
-    try:
-        if min(args.independent, args.other_worlds) < 0 or args.indep_steps < 1:
-            raise BenchError("--independent and --other-worlds must be >= 0 and --indep-steps >= 1.")
-        table = measure(Path(args.results_dir), args.independent, args.indep_steps, args.other_worlds, args.method,
-                        args.cache, args.skip_bad)
-    except BenchError as err:
-        print(f"\nerror: {err}\n", file=sys.stderr)
-        return 2
+    if min(args.independent, args.other_worlds) < 0 or args.indep_steps < 1:
+        raise BenchError("--independent and --other-worlds must be >= 0 and --indep-steps >= 1.")
+    table = measure(Path(args.results_dir), args.independent, args.indep_steps, args.other_worlds, args.method,
+                    args.cache, args.skip_bad)
     print(table.to_markdown(index=False, floatfmt=".3g"))
     return 0
+
+
+main = command(_main)
 
 
 if __name__ == "__main__":
