@@ -11,10 +11,16 @@ public hyperparameters. It never holds the owner's `Key`: `run` is not given one
 harness passes the card only to attacks that declare `uses_card = True` (the card is then part
 of the attack's cache address). Every attack's module docstring states what its attacker knows
 and which data it uses; the attacker's utility at each checkpoint is measured by
-`bench.metrics.utility`.
+`bench.metrics.utility`. An adaptive attack asks the card whether the method follows a public rule it
+exploits (`card.follows("lazy_units")`), never the method's name.
+
+The contract (`Attack`): `run` (abstract), `checkpoints`, `budget`, and the class attributes `name`,
+`version`, `budget_label` and `uses_card`; constructors refuse bad parameters with a one-paragraph
+ConfigError (`bench.errors.require`). tests/test_contract.py checks every `conf/attack/*.yaml` against it.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Callable, ClassVar, Sequence
 
 import torch
@@ -29,7 +35,7 @@ DEFAULT_SCHEDULE = (0, 1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300
                     5000, 7000, 10000, 15000, 20000)
 
 
-class Attack:
+class Attack(ABC):
     """Base class. `run` calls `on_checkpoint(checkpoint_id, unet)` at every id of `self.checkpoints`."""
 
     name: ClassVar[str] = "base"
@@ -47,11 +53,16 @@ class Attack:
         """The attack budget checkpoint `checkpoint_id` was taken at (for training attacks: the step)."""
         return checkpoint_id
 
+    def address_config(self, config: dict) -> dict:
+        """What of this attack enters its cache address: its resolved `config`. An attack built from other configs
+        (a chain of links) adds what those resolved to, so that a change in them is never served a stale result."""
+        return config
+
+    @abstractmethod
     def run(self, world, unet, on_checkpoint: Callable[[int, object], None], card: MethodCard | None = None):
         """Attack `unet` (a trainable copy; modify it in place or return a new one) and return the result.
 
         `card` is the method's public description (None for attacks with `uses_card = False`)."""
-        raise NotImplementedError
 
 
 class NoAttack(Attack):
@@ -85,9 +96,9 @@ class WeightEdit(Attack):
     def budget(self, checkpoint_id: int) -> float | str:
         return self.unattacked if checkpoint_id == 0 else self.values[checkpoint_id - 1]
 
+    @abstractmethod
     def edit(self, world, unet, value) -> None:
         """Apply the edit at budget `value` to `unet`'s weights in place."""
-        raise NotImplementedError
 
     @torch.no_grad()
     def run(self, world, unet, on_checkpoint, card=None):

@@ -39,7 +39,7 @@ class ExpressiveFineTune(FullFineTune):
 
     def find_block(self, world, unet, card) -> int:
         """The expressive block by ActiveMark's public rule, measured on the attacker's own inputs."""
-        public = card.settings if card is not None and card.name == "activemark" else {}
+        public = card.follows("expressive_block") if card is not None else {}
         if public.get("block") is not None:
             return int(public["block"])
         data, sched = world.encoded("attacker"), training_scheduler(world.pipe)

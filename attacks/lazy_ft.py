@@ -51,7 +51,7 @@ class LazyFineTune(FullFineTune):
 
     def settings_from(self, card) -> dict:
         """The probe's settings: this attack's where set, else the method's public ones, else AIAO's tiny YAML."""
-        public = card.settings if card is not None and card.name == "aiao" else {}
+        public = card.follows("lazy_units") if card is not None else {}
         return {k: v if v is not None else public.get(k, AIAO_PUBLIC[k]) for k, v in self.probe.items()}
 
     def lazy_units(self, world, unet, card) -> list[str]:

@@ -158,6 +158,9 @@ class ActiveMark(WatermarkMethod):
     access = "white-box"
     version = "2"  # 2: the null term on its own inputs, disjoint from the hold-out (verification) inputs
     key_from_embedding = True  # embed trains the encoder and decoder stored in the key
+    key_tensors = ("holdout_x", "holdout_t", "holdout_emb", "bits", "encoder.*", "decoder.*")
+    key_meta = ("n_bits", "margin", "max_bit_errors", "block", "read_block", "dims", "hidden")
+    rules = ("expressive_block",)  # public: the message enters at the massive-activation block (attacks.expressive_ft)
 
     def __init__(self, n_bits: int = 32, max_bit_errors: int = 4, margin: float = 0.25, block: int | None = None,
                  jump_factor: float = 2.0, n_holdout: int = 64, t_range=(0, 1000), enc_hidden: int = 1024,

@@ -84,6 +84,9 @@ class AIAO(WatermarkMethod):
     name = "aiao"
     access = "white-box"
     version = "1"
+    key_tensors = ("mask.*", "pattern.*", "target.*")
+    key_meta = ("paths", "tau", "per_query_fpr")
+    rules = ("lazy_units",)  # public: the marked units are those a probe fine-tune finds least-moving (attacks.lazy_ft)
 
     def __init__(self, n_paths: int = 16, lazy_fraction: float = 0.5, max_span: int = 4, probe_steps: int = 50,
                  probe_lr: float = 1e-4, probe_batch_size: int = 8, mask_density: float = 0.1,

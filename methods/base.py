@@ -4,10 +4,17 @@ A method embeds a watermark into a copy of the world's UNet under an owner's sec
 verifies a suspect pipeline by returning per-query evidence, and exposes its watermark loss
 (used by the LMC barrier). Turning evidence into bit accuracy, p-values and verdicts is the
 harness's job (`bench.stats`), so all methods are judged by the same statistics.
+
+The contract (`WatermarkMethod`) is everything the harness calls or reads: the abstract methods
+`make_key`, `embed`, `verify` and `watermark_loss`, and class attributes that say what the method is
+(`verifiable`, `changes_model`, `key_from_embedding`, `access`, `trigger_form`, `rules`) and what its
+verifier reads from a key (`key_tensors`, `key_meta`). The harness asks these, never a method's name.
+tests/test_contract.py checks every `conf/method/*.yaml` against it.
 """
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -76,17 +83,30 @@ class MethodCard:
     access: str
     trigger_form: str | None
     settings: dict
+    # the public rules the method follows (`WatermarkMethod.rules`), which an adaptive attack may apply itself
+    rules: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
+        """The card as it enters an attack's cache address. `rules` is left out: it follows from the method (the
+        name and settings already in the address), and leaving it out keeps every address as it was."""
         return {"name": self.name, "access": self.access, "trigger_form": self.trigger_form, "settings": self.settings}
 
+    def follows(self, rule: str) -> dict:
+        """The public settings, if the method follows `rule` (e.g. "lazy_units": AIAO's probe ranks the units it
+        marks); {} if it does not, so an attack falls back on its own defaults."""
+        return dict(self.settings) if rule in self.rules else {}
 
-class WatermarkMethod:
-    """Base class. Subclasses set `name`, `access`, `version` and implement the three methods."""
+
+class WatermarkMethod(ABC):
+    """Base class: the contract between a method and the harness. Subclasses set `name` and `version` (and the
+    class attributes below that differ from the defaults) and implement the four abstract methods."""
 
     name: ClassVar[str] = "base"
     access: ClassVar[Literal["black-box", "white-box", "none"]] = "black-box"
     version: ClassVar[str] = "1"
+    # False for "no watermark": nothing to verify, so no verdicts (the verification collector returns nothing,
+    # bench.tools.verify / roc / fpr refuse or skip it)
+    verifiable: ClassVar[bool] = True
     # False for "no watermark": the marked model is the base model itself (no embedding is stored)
     changes_model: ClassVar[bool] = True
     # The public form of a text trigger: "prompt" (a whole rare-token prompt, WatermarkDM's [V]),
@@ -95,25 +115,42 @@ class WatermarkMethod:
     # True when `embed` completes the key (e.g. trains a decoder into it): a key from `make_key`
     # alone cannot verify, so false-positive measurements (bench.tools.fpr) embed each key.
     key_from_embedding: ClassVar[bool] = False
+    # What `verify` reads from a key: tensor names ("x.*": at least one tensor under "x.") and metadata keys.
+    # bench.tools.verify refuses a key that lacks any of them (`key_lacks`), e.g. another method's key.
+    key_tensors: ClassVar[tuple[str, ...]] = ()
+    key_meta: ClassVar[tuple[str, ...]] = ()
+    # Public rules the method follows that an adaptive attack may apply itself (on the card: `MethodCard.follows`),
+    # e.g. "lazy_units" (AIAO marks the units a probe fine-tune finds least-moving) or "expressive_block"
+    # (ActiveMark injects at the block found by massive activations)
+    rules: ClassVar[tuple[str, ...]] = ()
 
     def card(self, settings: dict) -> MethodCard:
         """The public description an adaptive attack may read (`settings`: the method's resolved config)."""
         public = {k: v for k, v in settings.items() if k not in ("_target_", "label")}
-        return MethodCard(self.name, self.access, self.trigger_form, public)
+        return MethodCard(self.name, self.access, self.trigger_form, public, tuple(self.rules))
 
+    def key_lacks(self, key: Key) -> list[str]:
+        """What `verify` reads (`key_tensors`, `key_meta`) that `key` lacks; [] for a key this method can read."""
+        def has(name: str) -> bool:
+            if name.endswith(".*"):
+                return any(k.startswith(name[:-1]) for k in key.tensors)
+            return name in key.tensors
+
+        return [t for t in self.key_tensors if not has(t)] + [f"meta '{m}'" for m in self.key_meta if m not in key.meta]
+
+    @abstractmethod
     def make_key(self, seed: int, world) -> Key:
-        """Draw the owner's secret from `seed`."""
-        return Key()
+        """Draw the owner's secret from `seed` (the same seed gives the same key)."""
 
+    @abstractmethod
     def embed(self, world, key: Key, log_every: int = 0):
         """Return a watermarked copy of `world`'s UNet (the world itself is not modified)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def verify(self, world, unet, key: Key, n_queries: int, seed: int) -> Evidence | None:
-        """Query the suspect model `unet` (in `world`) and return per-query evidence; None if unmarked."""
-        raise NotImplementedError
+        """Query the suspect model `unet` (in `world`) and return per-query evidence; None if not `verifiable`."""
 
+    @abstractmethod
     def watermark_loss(self, world, unet, key: Key, seed: int) -> torch.Tensor | None:
-        """The loss the embedding minimises, on a batch fixed by `seed` (common random numbers)."""
-        raise NotImplementedError
-
+        """The loss the embedding minimises, on a batch fixed by `seed` (common random numbers); None if not
+        `verifiable`."""

@@ -10,7 +10,11 @@ class NoWatermark(WatermarkMethod):
     name = "none"
     access = "none"
     version = "1"
+    verifiable = False
     changes_model = False
+
+    def make_key(self, seed: int, world) -> Key:
+        return Key()
 
     def embed(self, world, key: Key, log_every: int = 0):
         return world.fresh_unet().requires_grad_(False).eval()

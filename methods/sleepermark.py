@@ -161,6 +161,8 @@ class SleeperMark(WatermarkMethod):
     access = "black-box"
     trigger_form = "prefix"
     version = "1"
+    key_tensors = ("bits", "extractor.*")
+    key_meta = ("trigger", "n_bits", "latent_shape", "extractor_channels")
 
     def __init__(self, bits: int = 48, trigger: str = "*[Z]& ", encoder_channels: int = 64,
                  extractor_channels: int = 64, stage1_steps: int = 10000, stage1_lr: float = 1e-4,

@@ -44,6 +44,8 @@ class TriggerBackdoor(WatermarkMethod):
     access = "black-box"
     trigger_form = "prompt"
     version = "2"  # 2: trigger and clean batches in one UNet pass
+    key_tensors = ("bits",)
+    key_meta = ("trigger", "grid")
 
     def __init__(self, trigger: str = "[V]", grid: int = 8, steps: int = 300, lr: float = 1e-3, batch_size: int = 8,
                  l1: float = 1e-7, clean_weight: float = 1.0, train_text_encoder: bool = False):

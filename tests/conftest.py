@@ -29,3 +29,35 @@ def micro_world(shared_cache):
     model, data = build(cfg.model, "model"), build(cfg.data, "data")
     return world_stage(Cache(shared_cache), model, OmegaConf.to_container(cfg.model, resolve=True), data,
                        torch.device("cpu"))[0]
+
+
+@pytest.fixture(scope="session")
+def embedded(micro_world, shared_cache):
+    """`embedded(name, *overrides)`: the method YAML `name` embedded on the micro world (seed 0, test size) through the
+    harness's own `embed_stage`, once per session in the shared cache (the same address a `python -m bench` run of
+    that config uses); returns a namespace with the config, method, marked model, key, key address and card settings.
+    Extra overrides (e.g. `hydra.searchpath=...` for a method outside conf/) make another entry."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from bench.cache import Cache
+    from bench.identity import without_labels
+    from bench.run.runner import build
+    from bench.run.stages import embed_stage
+    from tests.helpers import SHRINK, compose_cfg
+
+    made: dict = {}
+
+    def get(name: str, *overrides: str) -> SimpleNamespace:
+        if (name, overrides) not in made:
+            cfg = compose_cfg([*SHRINK, f"method={name}", *overrides])
+            config = without_labels(OmegaConf.to_container(cfg, resolve=True))
+            method = build(cfg.method, "method")
+            marked, key, key_address, _ = embed_stage(Cache(shared_cache), micro_world, method, config["method"],
+                                                      cfg.seed, config["data"])
+            made[name, overrides] = SimpleNamespace(cfg=cfg, config=config, method=method, marked=marked, key=key,
+                                                    key_address=key_address, seed=cfg.seed)
+        return made[name, overrides]
+
+    return get

@@ -1,4 +1,6 @@
-"""ActiveMark on the micro world: block selection, injection, what embedding trains, verification."""
+"""ActiveMark on the micro world: block selection, injection, what embedding trains, the decoded margin.
+(Keys from the seed, embed -> verify, the null model, refused parameters: tests/test_contract.py; the embedding
+here is the session's, `embedded("activemark")` in conftest.py.)"""
 from __future__ import annotations
 
 import math
@@ -8,7 +10,6 @@ import torch
 from scipy.stats import binom
 
 from bench.errors import ConfigError
-from bench.stats import summarise
 from methods.activemark import ActiveMark, expressive_block, null_match_prob
 from methods.features import capture_output, transformer_blocks
 
@@ -17,11 +18,10 @@ SMALL = dict(n_bits=16, max_bit_errors=2, n_holdout=16, enc_hidden=64, dec_hidde
 
 
 @pytest.fixture(scope="module")
-def marked(micro_world):
-    """(method, key, watermarked UNet) after a short embedding on the micro world."""
-    method = ActiveMark(**SMALL)
-    key = method.make_key(0, micro_world)
-    return method, key, method.embed(micro_world, key)
+def marked(micro_world, embedded):
+    """(method, key, watermarked UNet): the session's embedding of conf/method/activemark.yaml."""
+    e = embedded("activemark")
+    return e.method, e.key, micro_world.load_model(e.marked.weights)[0]
 
 
 def test_expressive_block_is_the_first_sharp_jump():
@@ -65,14 +65,11 @@ def test_embedding_trains_only_the_blocks_after_the_expressive_one(micro_world, 
     assert changed and all(any(k.startswith(name + ".") for name in trained) for k in changed)
 
 
-def test_marked_model_decodes_and_base_model_is_not_detected(micro_world, marked):
+def test_marked_model_decodes_with_a_margin(micro_world, marked):
+    """Beyond the contract's verdicts: the per-query bit scores of the marked model clear the base model's."""
     method, key, unet = marked
     marked_ev, base_ev = (method.verify(micro_world, u, key, 16, 0) for u in (unet, micro_world.unet))
     assert marked_ev.scores.mean() > base_ev.scores.mean() + 0.3
-    losses = [method.watermark_loss(micro_world, u, key, 0) for u in (unet, micro_world.unet)]
-    assert losses[0] < losses[1]
-    assert summarise(marked_ev, 1e-3)["detected"]
-    assert not summarise(base_ev, 1e-3)["detected"]
 
 
 def test_null_match_prob_matches_scipy():
@@ -83,19 +80,18 @@ def test_null_match_prob_matches_scipy():
 
 
 @pytest.mark.parametrize("bad,match", [
-    (dict(n_bits=4), "n_bits"), (dict(max_bit_errors=8), "max_bit_errors"), (dict(margin=0.5), "margin"),
-    (dict(block=-1), "block"), (dict(jump_factor=1.0), "jump_factor"), (dict(n_holdout=0), "n_holdout"),
-    (dict(t_range=(500, 100)), "t_range"), (dict(steps=0), "steps"), (dict(lr=0), "lr"),
-    (dict(null_weight=-1), "null_weight"), (dict(null_ramp=2), "null_ramp"), (dict(inject_scale=-1), "inject_scale"),
+    (dict(n_bits=4), r"n_bits must be at least 8 \(got 4\)"), (dict(max_bit_errors=8), r"max_bit_errors .*n_bits/4"),
+    (dict(margin=0.5), r"margin must be in \[0, 0.5\)"), (dict(jump_factor=1.0), "jump_factor must be above 1"),
+    (dict(t_range=(500, 100)), "t_range"), (dict(null_ramp=2), "null_ramp"),
 ])
 def test_bad_hyperparameters_raise_config_errors(bad, match):
+    """Values beyond the generic checks of tests/test_contract.py: bounds other than the sign, an order."""
     with pytest.raises(ConfigError, match=match):
         ActiveMark(**bad)
 
 
-def test_keys_are_drawn_from_the_seed(micro_world):
+def test_hold_out_inputs_and_messages_both_come_from_the_seed(micro_world):
     method = ActiveMark(n_holdout=8)
-    a, b, c = (method.make_key(s, micro_world) for s in (0, 0, 1))
-    assert a.meta == b.meta and all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
+    a, c = (method.make_key(s, micro_world) for s in (0, 1))
     assert not torch.equal(a.tensors["bits"], c.tensors["bits"])
     assert not torch.equal(a.tensors["holdout_x"], c.tensors["holdout_x"])

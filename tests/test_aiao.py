@@ -1,16 +1,14 @@
-"""AIAO on the micro world: the null distribution of its cosine test, what it trains, and that a short
-embedding is verified while the unmarked model is not."""
+"""AIAO on the micro world: the null distribution of its cosine test, the shape of its key, what it trains.
+(Keys from the seed, embed -> verify, the null model, refused parameters: tests/test_contract.py; the embedding
+here is the session's, `embedded("aiao")` in conftest.py.)"""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from bench.errors import ConfigError
-from bench.stats import summarise
 from methods.aiao import AIAO, cosine_tail, cosine_threshold
 from methods.features import unet_units
-
-SMALL = dict(n_paths=6, paths_per_step=2, probe_steps=5, steps=60, lr=3e-3, batch_size=4, query_batch=2)
 
 
 def test_cosine_threshold_has_the_stated_tail():
@@ -23,29 +21,26 @@ def test_cosine_threshold_has_the_stated_tail():
 
 
 @pytest.fixture(scope="module")
-def embedded(micro_world):
-    method = AIAO(**SMALL)
-    key = method.make_key(0, micro_world)
-    key.meta["seed"] = 0
-    return method, key, method.embed(micro_world, key)
+def marked(micro_world, embedded):
+    """(method, key, watermarked UNet): the session's embedding of conf/method/aiao.yaml."""
+    e = embedded("aiao")
+    return e.method, e.key, micro_world.load_model(e.marked.weights)[0]
 
 
-def test_keys_come_from_the_seed(micro_world):
-    method = AIAO(**SMALL)
-    a, b, c = (method.make_key(s, micro_world) for s in (0, 0, 1))
-    assert a.meta["paths"] == b.meta["paths"] and torch.equal(a.tensors["target.0"], b.tensors["target.0"])
-    assert not torch.equal(a.tensors["target.0"], c.tensors["target.0"])
-    units = a.meta["units"]
-    for src, dst in a.meta["paths"]:
-        assert units.index(src) < units.index(dst) and dst in a.meta["lazy"]
+def test_paths_end_in_lazy_units_and_triggers_are_sparse(marked):
+    method, key, _ = marked
+    units = key.meta["units"]
+    assert len(key.meta["paths"]) == method.n_paths
+    for src, dst in key.meta["paths"]:
+        assert units.index(src) < units.index(dst) <= units.index(src) + method.max_span and dst in key.meta["lazy"]
     # the mask is sparse and the trigger only touches masked entries
-    f = torch.randn(2, *a.tensors["mask.0"].shape)
-    changed = (method._trigger(a, 0, f)(f) != f).any(dim=0)
-    assert changed.float().mean() < 0.3 and not changed[a.tensors["mask.0"] == 0].any()
+    f = torch.randn(2, *key.tensors["mask.0"].shape)
+    changed = (method._trigger(key, 0, f)(f) != f).any(dim=0)
+    assert changed.float().mean() < 0.3 and not changed[key.tensors["mask.0"] == 0].any()
 
 
-def test_only_lazy_units_on_a_path_are_trained(micro_world, embedded):
-    _, key, unet = embedded
+def test_only_lazy_units_on_a_path_are_trained(micro_world, marked):
+    _, key, unet = marked
     trained = set(key.meta["trained_units"])
     assert trained and trained <= set(key.meta["lazy"])
     base = dict(unet_units(micro_world.unet))
@@ -55,18 +50,19 @@ def test_only_lazy_units_on_a_path_are_trained(micro_world, embedded):
     assert torch.equal(unet.conv_in.weight, micro_world.unet.conv_in.weight)
 
 
-def test_watermarked_is_verified_and_unmarked_is_at_chance(micro_world, embedded):
-    method, key, unet = embedded
-    marked = summarise(method.verify(micro_world, unet, key, 6, seed=1), 1e-3)
-    unmarked = summarise(method.verify(micro_world, micro_world.unet, key, 6, seed=1), 1e-3)
-    assert marked["detected"] and marked["verification_rate"] >= 0.5
-    assert not unmarked["detected"] and unmarked["verification_rate"] <= 1 / 6
-    assert method.watermark_loss(micro_world, unet, key, 0) < method.watermark_loss(micro_world, micro_world.unet,
-                                                                                     key, 0)
+def test_marked_model_matches_on_most_queries(micro_world, marked):
+    """Beyond the contract's verdict: most planted sub-paths respond (the contract needs only a significant few)."""
+    method, key, unet = marked
+    assert method.verify(micro_world, unet, key, 6, seed=1).matches.float().mean() >= 0.5
 
 
-@pytest.mark.parametrize("kwargs", [{"n_paths": 0}, {"lazy_fraction": 0.0}, {"mask_density": 1.5},
-                                    {"per_query_fpr": 0.7}, {"paths_per_step": 20}, {"t_range": (500, 100)}])
-def test_bad_parameters_are_refused(kwargs):
-    with pytest.raises(ConfigError):
+@pytest.mark.parametrize("kwargs,message", [
+    ({"lazy_fraction": 0.0}, r"lazy_fraction must be in \(0, 1\]"), ({"mask_density": 1.5}, "mask_density"),
+    ({"per_query_fpr": 0.7}, r"per_query_fpr must be in \(0, 0.5\)"),
+    ({"paths_per_step": 20}, r"paths_per_step must be in \[1, n_paths=16\]"),
+    ({"t_range": (500, 100)}, r"t_range must be \[lo, hi\)"),
+])
+def test_bad_parameters_are_refused(kwargs, message):
+    """Values beyond the generic checks of tests/test_contract.py: upper bounds, a combination, an order."""
+    with pytest.raises(ConfigError, match=message):
         AIAO(**kwargs)

@@ -1,4 +1,5 @@
-"""WatermarkDM's bit-grid target: encoding and decoding are exact inverses; keys come from the seed."""
+"""WatermarkDM's bit-grid target: encoding and decoding are exact inverses; the key is grid x grid balanced bits.
+(Keys from the seed, embed -> verify and the null model: tests/test_contract.py.)"""
 from __future__ import annotations
 
 import torch
@@ -13,8 +14,6 @@ def test_grid_round_trip():
     assert torch.equal(read_grid(images / 2 + 0.5, 8), bits)
 
 
-def test_keys_are_drawn_from_the_seed():
-    method = TriggerBackdoor(grid=8)
-    a, b, c = (method.make_key(s, None).tensors["bits"] for s in (0, 0, 1))
-    assert torch.equal(a, b) and not torch.equal(a, c)
+def test_key_is_a_grid_of_bits():
+    a = TriggerBackdoor(grid=8).make_key(0, None).tensors["bits"]
     assert a.shape == (64,) and 16 < int(a.sum()) < 48

@@ -24,6 +24,7 @@ Per metric, over the row's complete seeds (`n_seeds`):
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -71,6 +72,18 @@ def current(records: list[dict]) -> tuple[list[dict], int]:
         newest[label] = max(newest.get(label, key), key)
     kept = [r for r, (label, key) in zip(records, keys) if key == newest[label]]
     return kept, len(records) - len(kept)
+
+
+def group_records(records: list[dict], by: tuple, where: Callable[[dict], bool] | None = None) -> dict[tuple, list[dict]]:
+    """The current records (`current`) that `where` keeps, grouped by a key of their row labels (`row_labels`):
+    each item of `by` is a label name ("model", "attack", ...) or a function of the record (e.g. its seed)."""
+    records, _ = current([r for r in records if where is None or where(r)])
+    labels = row_labels(records)
+    out: dict[tuple, list[dict]] = {}
+    for rec in records:
+        lab = labels[identity_of(rec)["group"]]
+        out.setdefault(tuple(k(rec) if callable(k) else lab[k] for k in by), []).append(rec)
+    return out
 
 
 def row_labels(records: list[dict]) -> dict[str, dict]:

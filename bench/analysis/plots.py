@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.analysis.aggregate import current, identity_of, row_labels  # noqa: E402
+from bench.analysis.aggregate import group_records  # noqa: E402
 from bench.identity import digest  # noqa: E402
 
 
@@ -53,25 +53,30 @@ def up_to_date(path: Path, by_method: dict[str, list[dict]]) -> bool:
     return False
 
 
+def _figures(records: list[dict], where, out_dir: Path, kind: str) -> list[tuple[Path, tuple, dict[str, list[dict]]]]:
+    """(path, (model, data, metrics, attack), {method: its records}) of each figure: one per panel, a line per
+    method; the file name names data and metrics only where the records hold more than one of them."""
+    panels: dict[tuple, dict[str, list[dict]]] = {}
+    for (*panel, method), recs in group_records(records, ("model", "data", "metrics", "attack", "method"), where).items():
+        panels.setdefault(tuple(panel), {})[method] = recs
+    data_kinds, metric_kinds = {k[1] for k in panels}, {k[2] for k in panels}
+    out = []
+    for (model, data, metrics, attack), by_method in sorted(panels.items()):
+        parts = [model] + ([data] if len(data_kinds) > 1 else []) + ([metrics] if len(metric_kinds) > 1 else [])
+        out.append((out_dir / f"{kind}_{'_'.join(slug(x) for x in parts + [attack])}.png", (model, data, metrics, attack),
+                    by_method))
+    return out
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")
 
 
 def plot_robustness(records: list[dict], out_dir: Path) -> list[Path]:
     """Write robustness_<model>_<attack>.png per (model, data, metrics, attack) with curves; return the paths."""
-    records, _ = current([r for r in records if r["status"] == "complete" and r.get("curves", {}).get("robustness")])
-    labels = row_labels(records)
-    panels: dict[tuple, dict[str, list[dict]]] = {}
-    for rec in records:
-        lab = labels[identity_of(rec)["group"]]
-        panels.setdefault((lab["model"], lab["data"], lab["metrics"], lab["attack"]), {}).setdefault(
-            lab["method"], []).append(rec)
-    paths = []
-    data_kinds, metric_kinds = {k[1] for k in panels}, {k[2] for k in panels}
-    for (model, data, metrics, attack), by_method in sorted(panels.items()):
-        parts = [model] + ([data] if len(data_kinds) > 1 else []) + ([metrics] if len(metric_kinds) > 1 else [])
-        path = out_dir / f"robustness_{'_'.join(slug(x) for x in parts + [attack])}.png"
-        paths.append(path)
+    figures = _figures(records, lambda r: r["status"] == "complete" and bool(r.get("curves", {}).get("robustness")),
+                       out_dir, "robustness")
+    for path, (model, data, metrics, attack), by_method in figures:
         if up_to_date(path, by_method):
             continue
         fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -106,7 +111,7 @@ def plot_robustness(records: list[dict], out_dir: Path) -> list[Path]:
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         plt.close(fig)
-    return paths
+    return [f[0] for f in figures]
 
 
 LMC_PAIRS = {"lmc/wm_to_attacked": "watermarked → attacked", "lmc/base_to_wm": "base → watermarked"}
@@ -117,20 +122,9 @@ def plot_lmc(records: list[dict], out_dir: Path) -> list[Path]:
 
     Rows: the pairs watermarked → attacked and base → watermarked; columns: the task (denoising) loss
     and the method's watermark loss along λ. A line per method variant, the mean over seeds (band: min-max)."""
-    records, _ = current([r for r in records if r["status"] == "complete"
-                          and any(r.get("curves", {}).get(p) for p in LMC_PAIRS)])
-    labels = row_labels(records)
-    panels: dict[tuple, dict[str, list[dict]]] = {}
-    for rec in records:
-        lab = labels[identity_of(rec)["group"]]
-        panels.setdefault((lab["model"], lab["data"], lab["metrics"], lab["attack"]), {}).setdefault(
-            lab["method"], []).append(rec)
-    paths = []
-    data_kinds, metric_kinds = {k[1] for k in panels}, {k[2] for k in panels}
-    for (model, data, metrics, attack), by_method in sorted(panels.items()):
-        parts = [model] + ([data] if len(data_kinds) > 1 else []) + ([metrics] if len(metric_kinds) > 1 else [])
-        path = out_dir / f"lmc_{'_'.join(slug(x) for x in parts + [attack])}.png"
-        paths.append(path)
+    figures = _figures(records, lambda r: r["status"] == "complete" and any(r.get("curves", {}).get(p) for p in LMC_PAIRS),
+                       out_dir, "lmc")
+    for path, (model, data, metrics, attack), by_method in figures:
         if up_to_date(path, by_method):
             continue
         fig, axes = plt.subplots(2, 2, figsize=(10, 6.4), squeeze=False)
@@ -153,9 +147,9 @@ def plot_lmc(records: list[dict], out_dir: Path) -> list[Path]:
                     ax.legend(fontsize=6)
                 else:
                     ax.text(0.5, 0.5, "no curve", ha="center", va="center", transform=ax.transAxes, color="grey")
-        title = f"{model} / {data}: {attack}" + (f" ({metrics})" if len(metric_kinds) > 1 else "")
+        title = f"{model} / {data}: {attack}" + (f" ({metrics})" if len({f[1][2] for f in figures}) > 1 else "")
         fig.suptitle(textwrap.fill(f"linear mode connectivity, {title}", 130), fontsize=9)
         fig.tight_layout()
         fig.savefig(path, dpi=110)
         plt.close(fig)
-    return paths
+    return [f[0] for f in figures]

@@ -3,22 +3,57 @@ survival matrix (attacks x methods). Shared by the markdown leaderboard (`bench.
 HTML report (`bench.analysis.report`), so neither imports the other's writer."""
 from __future__ import annotations
 
+import ast
+import importlib.util
 import math
+from pathlib import Path
 
 import pandas as pd
+import yaml
 
-from bench.analysis.aggregate import LABELS, bounds_of, current, evidence_tails, identity_of, removal_intervals, row_labels
+from bench.analysis.aggregate import LABELS, bounds_of, evidence_tails, group_records, removal_intervals
 from bench.analysis.survival import describe_interval, interval_median
-from bench.untrusted import safe_cell
+from bench.identity import CONF
+from bench.untrusted import registry, safe_cell
+
+# the harness's own headline columns (the runner's, not a collector's), after the collectors'
+HARNESS_HEADLINE = [("embed_seconds", "embed s")]
+
+
+def declared_headline(target: str) -> list[tuple[str, str]]:
+    """The `headline` a collector class (`module.Class`, a `_target_`) declares, read from its source and its base
+    classes' (as `bench.identity.declared_version` reads versions): the leaderboard never imports a collector (they
+    import torch, which would make every aggregation seconds slower). tests/test_contract.py checks that this reading
+    equals the class attribute."""
+    module, _, name = target.rpartition(".")
+    spec = importlib.util.find_spec(module)
+    tree = ast.parse(Path(spec.origin).read_text())
+    imports = {alias.asname or alias.name: f"{node.module}.{alias.name}" for node in tree.body
+               if isinstance(node, ast.ImportFrom) and node.module for alias in node.names}
+    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name):
+        for stmt in cls.body:
+            names = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)]
+            if any(isinstance(n, ast.Name) and n.id == "headline" for n in names) and stmt.value is not None:
+                return [tuple(column) for column in ast.literal_eval(stmt.value)]
+        for base in (b.id for b in cls.bases if isinstance(b, ast.Name)):
+            parent = imports.get(base, f"{module}.{base}")
+            if parent.split(".")[0] == "bench":
+                return declared_headline(parent)
+    return []
+
+
+def headline() -> list[tuple[str, str]]:
+    """(metric, column title) of leaderboard.md, in order: the `headline` of every collector in conf/metrics/
+    (those of metrics/default.yaml in its order, then the others), then the harness's own columns."""
+    collectors = registry("metrics")  # _target_ -> YAML name
+    defaults = (yaml.safe_load((CONF / "metrics" / "default.yaml").read_text()) or {}).get("defaults", [])
+    rank = {name: i for i, name in enumerate(d for d in defaults if isinstance(d, str))}
+    ordered = sorted(collectors, key=lambda target: (rank.get(collectors[target], len(rank)), collectors[target]))
+    return [column for target in ordered for column in declared_headline(target)] + HARNESS_HEADLINE
+
 
 # (metric, column title) shown in leaderboard.md, in this order, when present
-HEADLINE = [("verify/watermarked/bit_acc", "marked bit acc"), ("verify/watermarked/verification_rate", "marked verif."),
-            ("verify/watermarked/detected", "marked detected"), ("verify/watermarked/p_value", "marked p"),
-            ("verify/attacked/bit_acc", "attacked bit acc"), ("verify/attacked/verification_rate", "attacked verif."),
-            ("verify/attacked/detected", "attacked detected"), ("removal", "removal (median, CI)"),
-            ("false_positives", "false pos."), ("fid/watermarked", "FID marked"), ("fid/attacked", "FID attacked"),
-            ("clip_score/watermarked", "CLIP marked"), ("utility/attacked/owner_loss_ratio", "owner loss ratio"),
-            ("utility/attacked/attacker_gain", "attacker gain"), ("embed_seconds", "embed s")]
+HEADLINE = headline()
 
 
 def _g(x: float) -> str:
@@ -80,12 +115,8 @@ def survival_matrix(records: list[dict]) -> pd.DataFrame:
     """Attacks x methods, per model / data / metric settings: the removal over seeds (Kaplan-Meier median and
     interval in the attack's budget units), the removal within the utility budget, and the attacker's utility
     at the last checkpoint (owner-domain loss ratio, attacker gain, FID change) as means over seeds."""
-    records, _ = current([r for r in records if r["status"] == "complete" and "removal/event" in r.get("metrics", {})])
-    labels = row_labels(records)
-    cells: dict[tuple, list[dict]] = {}
-    for rec in records:
-        lab = labels[identity_of(rec)["group"]]
-        cells.setdefault((lab["model"], lab["data"], lab["metrics"], lab["attack"], lab["method"]), []).append(rec)
+    cells = group_records(records, ("model", "data", "metrics", "attack", "method"),
+                          lambda r: r["status"] == "complete" and "removal/event" in r.get("metrics", {}))
     rows: dict[tuple, dict] = {}
     for (model, data, metrics, attack, method), recs in sorted(cells.items()):
         unit = recs[0]["curves"]["robustness"][0].get("budget_label", "step")

@@ -1,6 +1,12 @@
-"""What a metric collector sees (EvalContext) and returns (metrics with higher_is_better, curves)."""
+"""What a metric collector sees (EvalContext) and returns (metrics with higher_is_better, curves).
+
+The contract (`Collector`): `compute` (abstract), `finalise` (a default that derives nothing), `settings`, and
+the class attributes `name`, `version` and `headline` (the leaderboard columns it fills). A collector is one
+file here and one `conf/metrics/<name>.yaml`; the harness calls every collector the same way.
+"""
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,14 +89,24 @@ def metric(value, higher_is_better: bool | None) -> dict:
     return {"value": value, "higher_is_better": higher_is_better}
 
 
-class Collector:
-    """Base class: `compute(ctx)` returns {"metrics": {name: metric(...)}, "curves": {name: [...]}}."""
+class Collector(ABC):
+    """Base class: `compute(ctx)` returns {"metrics": {name: metric(...)}, "curves": {name: [...]}}; then, once
+    every collector has computed, `finalise(metrics, curves)` may derive more metrics from all of them."""
 
     name: ClassVar[str] = "base"
     version: ClassVar[str] = "1"
+    # (metric name, column title) of the leaderboard's headline columns this collector fills, in order. The
+    # leaderboard reads it from the source without importing the collector (bench.analysis.tables), so write it
+    # as a literal tuple in the class body.
+    headline: ClassVar[tuple[tuple[str, str], ...]] = ()
 
+    @abstractmethod
     def compute(self, ctx: EvalContext) -> dict:
-        raise NotImplementedError
+        """This collector's metrics and curves for the models in `ctx`."""
+
+    def finalise(self, metrics: dict, curves: dict) -> dict:
+        """Metrics derived from every collector's results (merged `metrics` and `curves`); none by default."""
+        return {}
 
     def settings(self) -> dict:
         """The collector's parameters (part of every cache key it uses)."""

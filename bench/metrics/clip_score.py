@@ -35,6 +35,7 @@ class _TensorFeatures(torch.nn.Module):
 
 class CLIPScore(Collector):
     name = "clip_score"
+    headline = (("clip_score/watermarked", "CLIP marked"),)
     version = "1"
 
     def __init__(self, n_images: int = 1000, batch_size: int = 64):

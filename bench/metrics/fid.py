@@ -19,6 +19,7 @@ from bench.errors import require
 
 class FID(Collector):
     name = "fid"
+    headline = (("fid/watermarked", "FID marked"), ("fid/attacked", "FID attacked"))
     version = "3"      # 2: Inception input scaled to (x - 128) / 128; 3: exact low-rank Frechet distance
     ref_version = "2"  # the reference statistics (unchanged by 3)
 

@@ -26,6 +26,8 @@ from bench.errors import require
 
 class Utility(Collector):
     name = "utility"
+    headline = (("utility/attacked/owner_loss_ratio", "owner loss ratio"),
+                ("utility/attacked/attacker_gain", "attacker gain"))
     version = "1"
 
     def __init__(self, n_items: int = 256, batch: int = 128, max_owner_loss_ratio: float = 1.1,

@@ -18,6 +18,14 @@ from bench.errors import require
 class Verification(Collector):
     name = "verification"
     version = "3"  # 3: removal interval, per-query rates at query_fprs, raw match counts and scores
+    # "removal" is the leaderboard's interval-censored median of removal/lower, removal/upper and removal/event
+    headline = (("verify/watermarked/bit_acc", "marked bit acc"),
+                ("verify/watermarked/verification_rate", "marked verif."),
+                ("verify/watermarked/detected", "marked detected"), ("verify/watermarked/p_value", "marked p"),
+                ("verify/attacked/bit_acc", "attacked bit acc"),
+                ("verify/attacked/verification_rate", "attacked verif."),
+                ("verify/attacked/detected", "attacked detected"), ("removal", "removal (median, CI)"),
+                ("false_positives", "false pos."))
 
     def __init__(self, n_queries: int = 8, target_fpr: float = 1e-3, query_fprs=()):
         require(n_queries >= 1, f"metrics.verification.n_queries must be at least 1 (got {n_queries}).")
@@ -27,7 +35,9 @@ class Verification(Collector):
                 f"metrics.verification.query_fprs must lie in (0, 1) (got {query_fprs}).")
         self.n_queries, self.target_fpr, self.query_fprs = n_queries, target_fpr, query_fprs
 
-    def _verify(self, ctx: EvalContext, ref: ModelRef) -> dict:
+    def verify_one(self, ctx: EvalContext, ref: ModelRef) -> dict:
+        """The verification summary (`bench.stats.summarise`) of `ctx.key` on the model `ref`, with this collector's
+        settings and `ctx.seed` as the query seed; cached per (model, key, settings, seed)."""
         key = {"model": ref.address, "key": ctx.key_address, "settings": self.settings(), "seed": ctx.seed}
 
         def compute() -> dict:
@@ -41,15 +51,15 @@ class Verification(Collector):
     def _point(self, ctx: EvalContext, ref) -> dict:
         """One robustness-curve point for an attack checkpoint: its id,
         the budget the attack spent to reach it, and the verification summary."""
-        return {"step": ref.step, "budget": ref.budget, "budget_label": ref.budget_label, **self._verify(ctx, ref)}
+        return {"step": ref.step, "budget": ref.budget, "budget_label": ref.budget_label, **self.verify_one(ctx, ref)}
 
     def compute(self, ctx: EvalContext) -> dict:
-        if ctx.method.access == "none":  # nothing to verify
+        if not ctx.method.verifiable:  # nothing to verify (method=none)
             return {"metrics": {}, "curves": {}}
         out: dict = {}
         roles = {"watermarked": ctx.watermarked, "null_base": ctx.base}
         for role, ref in roles.items():
-            s = self._verify(ctx, ref)
+            s = self.verify_one(ctx, ref)
             out[f"verify/{role}/bit_acc"] = metric(s["bit_acc"], role == "watermarked")
             out[f"verify/{role}/verification_rate"] = metric(s["verification_rate"], role == "watermarked")
             out[f"verify/{role}/p_value"] = metric(s["p_value"], None)

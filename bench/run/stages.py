@@ -128,7 +128,7 @@ def attack_stage(cache: Cache, world: World, source: ModelRef, attack, attack_cf
 
     An attack that reads the method's public card (`attack.uses_card`: adaptive attacks) also gets it,
     and the card is then part of the address; no attack ever sees the key."""
-    key_cfg = {"model": source.address, "data": data_cfg, "attack": attack_cfg,
+    key_cfg = {"model": source.address, "data": data_cfg, "attack": attack.address_config(attack_cfg),
                **training_options(world.meta.get("model", {}))}
     if attack.uses_card:
         key_cfg["card"] = card.as_dict() if card is not None else None
@@ -166,8 +166,8 @@ def embed_seconds(ref: ModelRef) -> float | None:
 
 
 def evaluate_stage(ctx: EvalContext, collectors: dict) -> tuple[dict, dict]:
-    """Run every collector, then the `finalise` hooks of those that derive verdicts from the others'
-    results (the utility budget); return (metrics, curves) merged over collectors."""
+    """Run every collector, then every collector's `finalise` (verdicts derived from all collectors' results, e.g.
+    the utility budget; nothing by default); return (metrics, curves) merged over collectors."""
     metrics, curves = {}, {}
     for name, collector in collectors.items():
         start = time.perf_counter()
@@ -176,6 +176,5 @@ def evaluate_stage(ctx: EvalContext, collectors: dict) -> tuple[dict, dict]:
         curves.update(out["curves"])
         log.info("metric %s: %.1f s", name, time.perf_counter() - start)
     for collector in collectors.values():
-        if hasattr(collector, "finalise"):
-            metrics.update(collector.finalise(metrics, curves))
+        metrics.update(collector.finalise(metrics, curves))
     return metrics, curves

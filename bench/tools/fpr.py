@@ -8,14 +8,16 @@ Any override of the main config works (model, data, attack, metrics.verification
 drawn from seeds `key_seed0 .. key_seed0 + n_keys - 1`, away from the seeds runs use. For most
 methods the key exists before embedding (`make_key`); for methods whose key is a product of
 embedding (`key_from_embedding`, e.g. ActiveMark's trained decoder) each key is embedded (cached).
-Every verification is cached, so an interrupted measurement resumes. The summary is printed and
-written to `<results>/fpr/<model>-<method>-<attack>.json`.
+Every verification is the verification collector's own (`Verification.verify_one`, cached), so an
+interrupted measurement resumes. The summary is printed and written to
+`<results>/fpr/<model>-<method>-<attack>.json`.
 """
 from __future__ import annotations
 
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -27,10 +29,9 @@ from bench.config import compose
 from bench.cache import write_text_atomic
 from bench.cache import Cache
 from bench.errors import BenchError
-from bench.metrics.base import ModelRef
+from bench.metrics.base import EvalContext, ModelRef
 from bench.run.runner import build
 from bench.run.stages import attack_stage, embed_stage, world_stage
-from bench.stats import summarise
 from bench.world.base import resolve_device
 
 log = logging.getLogger("bench.tools.fpr")
@@ -43,7 +44,7 @@ def measure(cfg, n_keys: int, key_seed0: int) -> dict:
     model, data = build(cfg.model, "model"), build(cfg.data, "data")
     method, attack = build(cfg.method, "method"), build(cfg.attack, "attack")
     verification = build(cfg.metrics.verification, "metrics")
-    if method.access == "none":
+    if not method.verifiable:
         raise BenchError(f"method={method.name} has no verifier; pick a watermarking method.")
     cache = Cache(cfg.paths.cache_dir)
     world, _ = world_stage(cache, model, config["model"], data, resolve_device(cfg.device))
@@ -51,28 +52,19 @@ def measure(cfg, n_keys: int, key_seed0: int) -> dict:
     card = method.card(config["method"])
     nulls = {"base": base, f"base+{attack.name}": attack_stage(cache, world, base, attack, config["attack"], config["data"],
                                                                card)[0][-1]}
-    models = {name: ((world.unet, None) if ref.weights is None else world.load_model(ref.weights))
-              for name, ref in nulls.items()}
+    # one context for every key: the attacked null model is loaded once and kept (EvalContext keeps one)
+    shared = EvalContext(world=world, method=method, key=None, key_address="", cache=cache, seed=key_seed0,
+                         data_key=config["data"], base=base, watermarked=base, attacked=[], null_attacked=[])
     rows = []
     for seed in tqdm(range(key_seed0, key_seed0 + n_keys), desc=f"fpr {method.name}", mininterval=1.0):
-        if getattr(method, "key_from_embedding", False):
+        if method.key_from_embedding:
             _, key, key_address, _ = embed_stage(cache, world, method, config["method"], seed, config["data"])
         else:
             key_address = {"world": world.address, "data": config["data"], "method": config["method"], "seed": seed}
-            key = None
-        for name, ref in nulls.items():
-            def compute(key=key, name=name, seed=seed) -> dict:
-                if key is None:
-                    key = method.make_key(seed, world)
-                    key.meta["seed"] = seed
-                unet, text_state = models[name]
-                with world.text_encoder_as(text_state):
-                    ev = method.verify(world, unet, key, verification.n_queries, seed)
-                return summarise(ev, verification.target_fpr)
-
-            entry = {"model": ref.address, "key": key_address, "settings": verification.settings(), "seed": seed}
-            s, _ = cache.get_or_compute_json("fpr-verify", "1", entry, compute)
-            rows.append({"key_seed": seed, "null_model": name, **s})
+            key = KeyFromSeed(method, seed, world)
+        ctx = replace(shared, key=key, key_address=key_address, seed=seed)
+        for name, ref in nulls.items():  # the verification collector's own (cached) verification of one model
+            rows.append({"key_seed": seed, "null_model": name, **verification.verify_one(ctx, ref)})
     summary = {}
     for name in nulls:
         mine = [r for r in rows if r["null_model"] == name]
@@ -87,6 +79,23 @@ def measure(cfg, n_keys: int, key_seed0: int) -> dict:
     return {"model": cfg.model.name, "method": method.name, "attack": attack.name,
             "target_fpr": verification.target_fpr, "n_queries": verification.n_queries, "summary": summary,
             "per_key": rows}
+
+
+class KeyFromSeed:
+    """`method`'s key of `seed`, drawn when a verifier first reads it: a verification found in the cache never
+    draws it (some keys train: SleeperMark's stage 1)."""
+
+    def __init__(self, method, seed: int, world):
+        self._args, self._key = (method, seed, world), None
+
+    def __getattr__(self, name: str):  # tensors, meta (and anything else a verifier reads of a Key)
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._key is None:
+            method, seed, world = self._args
+            self._key = method.make_key(seed, world)
+            self._key.meta["seed"] = seed
+        return getattr(self._key, name)
 
 
 def _mean(values):

@@ -48,7 +48,7 @@ import pandas as pd
 from scipy import stats
 
 from bench.tools.cli import command
-from bench.analysis.aggregate import clopper_pearson, current, identity_of, row_labels
+from bench.analysis.aggregate import clopper_pearson, group_records
 from bench.errors import BenchError
 from bench.record import load_records
 
@@ -71,14 +71,12 @@ def groups(records: list[dict]) -> dict[tuple, dict[int, list[dict]]]:
 
     Runs whose other collectors differ (FID on or off) share a group: the verdicts depend only on the
     verification settings, so a cheap `metrics=verification attack=none` run adds a key to a group."""
-    records, _ = current([r for r in records if r["status"] == "complete" and r.get("models") and r.get("key")
-                          and r["key"].get("folder") and "verification" in r["config"].get("metrics", {})])
-    labels = row_labels(records)
+    flat = group_records(records, ("model", "data", "method", verification_label, lambda r: r["seed"]),
+                         lambda r: r["status"] == "complete" and bool(r.get("models")) and bool(r.get("key"))
+                         and bool(r["key"].get("folder")) and "verification" in r["config"].get("metrics", {}))
     out: dict[tuple, dict[int, list[dict]]] = {}
-    for rec in records:
-        lab = labels[identity_of(rec)["group"]]
-        out.setdefault((lab["model"], lab["data"], lab["method"], verification_label(rec)), {}).setdefault(
-            rec["seed"], []).append(rec)
+    for (*group, seed), recs in flat.items():
+        out.setdefault(tuple(group), {})[seed] = recs
     return {k: v for k, v in out.items() if len(v) >= 2}
 
 
@@ -118,7 +116,7 @@ class Verifier:
         ctx = EvalContext(world=world or self.world, method=self.method, key=Key.load(folder),
                           key_address=rec["key"]["address"], cache=self.cache, seed=rec["seed"],
                           data_key=self.data_cfg, base=ref, watermarked=ref, attacked=[], null_attacked=[])
-        return self.verification._verify(ctx, ref)
+        return self.verification.verify_one(ctx, ref)
 
 
 def model_ref(cache, entry: dict):
@@ -342,7 +340,7 @@ def measure(results: Path, n_indep: int, indep_steps: int, n_worlds: int, only: 
             (out_dir / f"null_models_{model}.md").write_text(quality.to_markdown(index=False, floatfmt=".4g") + "\n")
             log.info("null models' quality (%s):\n%s", model, quality.to_markdown(index=False, floatfmt=".4g"))
         world, verify = worlds[wkey], Verifier(first, cache, worlds[wkey])
-        if verify.method.access == "none":
+        if not verify.method.verifiable:
             continue
         rows = []
         for seed, recs in tqdm(sorted(seeds.items()), desc=f"roc {method}"):

@@ -40,15 +40,6 @@ from methods.base import Key
 log = logging.getLogger("bench.tools.verify")
 FORMAT = 1
 REEXPORT = "export it again from the embed artifact (`python -m bench.tools.verify export EMBED OUT`)"
-# What each method family's verifier reads from a key: tensors ("x.*": some tensor under "x.") and meta keys
-KEY_NEEDS = {
-    "watermarkdm": (("bits",), ("trigger", "grid")),
-    "roma": (("bits",), ("trigger", "grid")),
-    "sleepermark": (("bits", "extractor.*"), ("trigger", "n_bits", "latent_shape", "extractor_channels")),
-    "aiao": (("mask.*", "pattern.*", "target.*"), ("paths", "tau", "per_query_fpr")),
-    "activemark": (("holdout_x", "holdout_t", "holdout_emb", "bits", "encoder.*", "decoder.*"),
-                   ("n_bits", "margin", "max_bit_errors", "block", "read_block", "dims", "hidden")),
-}
 
 
 def _now() -> str:
@@ -123,11 +114,9 @@ def _not_this_method(name: str, folder: str, why: str) -> ConfigError:
 
 
 def check_key_fits(method, key, folder: str) -> None:
-    """Refuse a key whose tensors / metadata are not those `method`'s verifier reads (KEY_NEEDS)."""
-    tensors, meta = KEY_NEEDS.get(method.name, ((), ()))
-    lacking = [t for t in tensors if not (any(k.startswith(t[:-1]) for k in key.tensors) if t.endswith(".*")
-                                          else t in key.tensors)]
-    lacking += [f"meta '{m}'" for m in meta if m not in key.meta]
+    """Refuse a key whose tensors / metadata are not those `method`'s verifier reads (its `key_tensors` and
+    `key_meta`, `WatermarkMethod.key_lacks`)."""
+    lacking = method.key_lacks(key)
     if lacking:
         raise _not_this_method(method.name, folder, f"it lacks {', '.join(lacking)}")
 
@@ -293,7 +282,7 @@ def verify(args) -> dict:
     if args.method and args.method != method.name:
         raise ConfigError(f"The key in '{src['folder']}' was made by method {method.name} (its method config), not "
                           f"{args.method} (--method). Pass a key of a {args.method} embedding, or drop --method.")
-    if method.access == "none":
+    if not method.verifiable:
         raise ConfigError(f"method {method.name} has no verifier; pass the key of a watermarking method.")
     check_key_fits(method, src["key"], src["folder"])
     unet_state, text_state, unet_config = read_suspect(suspect)
