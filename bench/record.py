@@ -17,7 +17,7 @@ from bench.untrusted import parse_record, read_json
 log = logging.getLogger(__name__)
 
 PACKAGES = ("torch", "diffusers", "transformers", "hydra-core", "torchmetrics", "clean-fid", "peft", "safetensors",
-            "submitit", "wandb", "lifelines")
+            "submitit", "wandb", "scipy")  # scipy.stats: the p-values and intervals
 
 
 def git_commit() -> str | None:

@@ -1,19 +1,22 @@
-"""The README's tiny-world tables, printed from a leaderboard (default: results/reference/).
+"""The tiny-world results report and the README's summary of it, generated from the committed records.
 
-    .venv/bin/python scripts/readme_tables.py [RESULTS_DIR]            # print the block
-    .venv/bin/python scripts/readme_tables.py --write                  # rewrite README.md's block in place
+    .venv/bin/python scripts/readme_tables.py [RESULTS_DIR]   # print the report (default: results/reference/)
+    .venv/bin/python scripts/readme_tables.py --write         # write RESULTS_DIR/README.md and README.md's summary
 
-tests/test_reference.py checks that README.md's block is exactly what this prints for results/reference.
-
-One markdown table per attack: each method's mark before and after the attack (bit accuracy or
-verification rate, mean ± 95% half-width over seeds), detection k/n, removal as a Kaplan-Meier
-median's bracket with its order-statistic interval, quality (FID, CLIP) and the attacker's utility; then
-the steps-to-removal ratios of RoMa over WatermarkDM from paired seeds (seed s of both draws the same key
-bits): the median per-seed ratio's bracket and its order-statistic interval with its exact coverage
-(`bench.analysis.survival.paired_ratio`), read from the committed records.
+`report()` is the whole of results/reference/README.md: one markdown table per attack (each method's mark
+before and after the attack, as bit accuracy or verification rate, mean ± 95% half-width over seeds;
+detection k/n; removal as an interval-censored median's bracket with its order-statistic interval; quality
+and the attacker's utility), the steps-to-removal ratios of RoMa over WatermarkDM from paired seeds (seed s
+of both draws the same key bits; `bench.analysis.survival.paired_ratio`), the survival table, the papers'
+claims stated beside the figures they rest on, the ROC / false-positive section (from the CSVs that
+`python -m bench.tools.roc` wrote into `roc/`) and the shipped world's figures (from its manifest).
+`summary()` is README.md's block between the `<!-- results: begin -->` / `end` markers: the survival
+overview and a link to the report. Every figure comes from those files or from the records' configs: no
+number is typed. tests/test_reference.py checks that both files are exactly what this writes.
 """
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -22,10 +25,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.analysis.aggregate import current, identity_of, removal_intervals  # noqa: E402
-from bench.analysis.leaderboard import cell  # noqa: E402
+from bench.analysis.aggregate import clopper_pearson, current, identity_of, removal_intervals  # noqa: E402
+from bench.analysis.tables import cell  # noqa: E402
+from bench.analysis.survival import order_stat_rank, paired_ratio  # noqa: E402
 from bench.record import load_records  # noqa: E402
-from bench.analysis.survival import paired_ratio  # noqa: E402
 
 COLUMNS = [("strength", "marked ↑"), ("verify/watermarked/detected", "marked detected"),
            ("attacked_strength", "after attack ↑"), ("verify/attacked/detected", "detected after"),
@@ -65,9 +68,126 @@ def per_seed(records: list[dict], method: str, attack: str) -> dict:
     return {} if intervals is None else {r["seed"]: iv for r, iv in zip(recs, intervals)}
 
 
-BEGIN, END = "<!-- readme_tables: begin -->", "<!-- readme_tables: end -->"
-WORLD = ("<!-- world: begin -->", "<!-- world: end -->")
+# ---- the data every section reads -----------------------------------------------------------------------------
 
+ROOT = Path(__file__).resolve().parents[1]
+REPORT = "results/reference/README.md"  # the generated report, relative to the repository root
+BEGIN, END = "<!-- results: begin -->", "<!-- results: end -->"  # README.md's generated summary
+PAPER_ROMA_RATIO = 32.83  # RoMa's claim (Xie et al. 2025): at least 32.83x the baseline's steps to removal
+
+
+class Reference:
+    """The committed reference results of one folder: the leaderboard, its meta, the current complete records,
+    the paired ratios and the ROC snapshot's CSVs (`roc/`)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.df = pd.read_csv(folder / "leaderboard.csv")
+        self.meta = json.loads((folder / "leaderboard_meta.json").read_text())
+        self.records, _ = current([r for r in load_records(folder) if r["status"] == "complete"])
+        self.ratios = {}  # attack -> paired_ratio of RoMa over WatermarkDM
+        for attack in sorted(self.df.attack.unique()):
+            a, b = per_seed(self.records, "roma", attack), per_seed(self.records, "watermarkdm", attack)
+            if not a or not b or not any(iv["event"] for iv in [*a.values(), *b.values()]):
+                continue  # no removal time in this row (a budget-free attack, or neither was removed)
+            r = paired_ratio(a, b)
+            if r["n"]:
+                self.ratios[attack] = r
+        roc = folder / "roc"
+        self.roc = roc.is_dir() and (roc / "roc_summary.csv").is_file()
+        if self.roc:
+            self.roc_summary = pd.read_csv(roc / "roc_summary.csv")
+            self.by_kind = pd.read_csv(roc / "fpr_by_null_kind.csv")
+            self.scores = {m: pd.read_csv(p) for p in sorted(roc.glob("*_*.csv"))
+                           if (m := p.stem.split("_", 1)[1]) in set(self.roc_summary.method)}
+            self.null_models = {p.stem.split("_", 2)[2]: pd.read_csv(p) for p in sorted(roc.glob("null_models_*.csv"))}
+
+    def row(self, method: str, attack: str) -> pd.Series | None:
+        rows = self.df[(self.df.method == method) & (self.df.attack == attack)]
+        if len(rows) > 1:
+            rows = rows[rows.metrics == "default"]
+        if len(rows) > 1:
+            raise ValueError(f"{len(rows)} rows for {method} x {attack}: name the variant to summarise")
+        return None if rows.empty else rows.iloc[0]
+
+    def setting(self, *path: str):
+        """The one value a config key takes in every record that has it (a set of values joined by ' / ')."""
+        values = []
+        for r in self.records:
+            x = r.get("config", {})
+            for p in path:
+                x = x.get(p) if isinstance(x, dict) else None
+            if x is not None and x not in values:
+                values.append(x)
+        return " / ".join(f"{v:g}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
+                          for v in values)
+
+
+def _int(x) -> int | None:
+    return None if x is None or pd.isna(x) else int(x)
+
+
+def _num(x: float) -> str:
+    return "∞" if math.isinf(x) else f"{x:.2g}"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2g}%"
+
+
+def detected(ref: Reference, method: str, attack: str) -> str:
+    """'k/n': seeds detected after the attack."""
+    row = ref.row(method, attack)
+    return "no run" if row is None else f"{_int(row['verify/attacked/detected/k'])}/{_int(row['n_seeds'])}"
+
+
+def verdict(row: pd.Series | None) -> str:
+    """A survival cell of the summary: removals within the utility budget, and any removal, over marked seeds."""
+    if row is None:
+        return ""
+    n = _int(row["n_seeds"])
+    marked, useful, anywhere = (_int(row.get(f"{p}/{k}")) for p, k in
+                                (("removal", "n_marked"), ("removal_useful", "n_removed"), ("removal", "n_removed")))
+    if useful is not None and marked:
+        return f"survives {marked}/{marked}" if anywhere == 0 else \
+            f"removed {useful}/{marked} in budget ({anywhere}/{marked} at all)"
+    survived = _int(row.get("survived_attack/k"))
+    if survived is None:
+        return ""
+    return f"survives {n}/{n}" if survived == n else f"removed {n - survived}/{n}"
+
+
+def overview(ref: Reference) -> str:
+    """Methods x attacks: does the mark survive? (the summary table of both files)"""
+    attacks = sorted(a for a in ref.df.attack.unique() if a != "none")
+    methods = sorted(m for m in ref.df.method.unique() if m != "none")
+    lines = ["| method | " + " | ".join(f"`{a}`" for a in attacks) + " |", "|---" * (len(attacks) + 1) + "|"]
+    for m in methods:
+        lines.append(f"| {m} | " + " | ".join(verdict(ref.row(m, a)) for a in attacks) + " |")
+    return "\n".join(lines)
+
+
+def builds(ref: Reference) -> str:
+    """How many world builds the records ran on, and how many rows pool seeds from more than one."""
+    prints = {(r.get("provenance") or {}).get("world_fingerprint") for r in ref.records}
+    named = len(prints - {None})
+    older = " and builds older than the fingerprint" if None in prints else ""
+    mixed = len(ref.meta.get("mixed_world_builds", []))
+    return (f"{len(ref.records)} records, run on {named} fingerprinted build{'s' * (named != 1)} of the tiny world"
+            f"{older}; {mixed} of {ref.meta['n_rows']} rows pool seeds from more than one build")
+
+
+def summary(ref: Reference) -> str:
+    """README.md's block: the survival overview and a link to the report."""
+    return (f"The committed tiny-world reference results: {builds(ref)}. A cell counts the seeds in which the "
+            "attack removed the mark while the attacker's model stayed within its utility budget (and at all; "
+            "`permute`'s budgets are not numbers, so its cells count any removal); blank: not run.\n\n"
+            f"{overview(ref)}\n\n"
+            f"Every table with its intervals, the survival and ROC figures, and the papers' claims read against "
+            f"them: **[{REPORT}]({REPORT})**.\n")
+
+
+# ---- the report -----------------------------------------------------------------------------------------------
 
 def render_world() -> str:
     """The shipped tiny world's figures, from its manifest."""
@@ -89,29 +209,271 @@ def render_world() -> str:
     return "| figure | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows) + "\n"
 
 
-def render(folder: Path) -> str:
-    """The README's results block: a table per attack, the survival table and the paired ratios."""
-    df = pd.read_csv(folder / "leaderboard.csv")
+def render(folder: Path, ref: Reference | None = None) -> str:
+    """The tables: one per attack, the paired ratios and the survival table."""
+    ref = ref or Reference(folder)
     out = []
-    for attack, rows in df.groupby("attack", sort=True):
+    for attack, rows in ref.df.groupby("attack", sort=True):
         out.append(f"**{attack}**\n\n{table(rows)}\n")
-    records, _ = current([r for r in load_records(folder) if r["status"] == "complete"])
     out.append("**RoMa / WatermarkDM steps-to-removal, paired by seed** (median per-seed ratio in (low, high], "
                "order-statistic interval with its exact coverage)\n")
-    fmt = lambda x: "∞" if math.isinf(x) else f"{x:.2g}"  # noqa: E731
-    ratios = []
-    for attack in sorted(df.attack.unique()):
-        a, b = per_seed(records, "roma", attack), per_seed(records, "watermarkdm", attack)
-        if not a or not b or not any(iv["event"] for iv in [*a.values(), *b.values()]):
-            continue  # no removal time in this row (a budget-free attack, or neither was removed)
-        r = paired_ratio(a, b)
-        if r["n"]:
-            ratios.append(f"* {attack}: in ({fmt(r['median_low'])}, {fmt(r['median_high'])}]× over {r['n']} paired "
-                          f"seeds ({r['coverage']:.1%} CI {fmt(r['ci_low'])}–{fmt(r['ci_high'])})")
-    out.append("\n".join(ratios) + "\n")
+    out.append("\n".join(f"* {attack}: in ({_num(r['median_low'])}, {_num(r['median_high'])}]× over {r['n']} paired "
+                         f"seeds ({r['coverage']:.1%} CI {_num(r['ci_low'])}–{_num(r['ci_high'])})"
+                         for attack, r in ref.ratios.items()) + "\n")
     out.append("**Survival** (`survival.md`): removal within the utility budget at the removal checkpoint, and any "
                "removal\n\n" + (folder / "survival.md").read_text())
     return "\n".join(out)
+
+
+def claims(ref: Reference) -> str:
+    """The papers' claims, each stated beside the figures of these records it rests on."""
+    def m(method, attack, col):
+        row = ref.row(method, attack)
+        return None if row is None or pd.isna(row.get(col)) else row[col]
+
+    def budget(method, attack):
+        row = ref.row(method, attack)
+        return "no run" if row is None else verdict(row)
+
+    def useful(method, attack):
+        k = m(method, attack, "utility/attacked/useful/k")
+        return "no" if k is None else f"{_int(k)}/{_int(m(method, attack, 'n_seeds'))}"
+
+    def ratio(method, attack):
+        x = m(method, attack, "utility/attacked/owner_loss_ratio")
+        return "?" if x is None else f"{x:.2f}"
+
+    out = ["**The papers' claims, read against these records** (each names the cells it rests on):\n"]
+    out.append(
+        f"* **AIAO: above 90% verification after fine-tuning, against about 70% for the trigger baseline.** AIAO is "
+        f"detected after `full_ft` in {detected(ref, 'aiao', 'full_ft')} seeds and after `lora_ft` in "
+        f"{detected(ref, 'aiao', 'lora_ft')}; WatermarkDM in {detected(ref, 'watermarkdm', 'full_ft')} and "
+        f"{detected(ref, 'watermarkdm', 'lora_ft')}. AIAO's attacked model is within the utility budget at the last "
+        f"checkpoint in {useful('aiao', 'full_ft')} (`full_ft`) and {useful('aiao', 'lora_ft')} (`lora_ft`) seeds, "
+        f"and `permute`, which keeps the model's function (owner loss ×{ratio('aiao', 'permute')}), leaves it "
+        f"detected in "
+        f"{detected(ref, 'aiao', 'permute')}: the verifier reads fixed coordinates.")
+    r = ref.setting("method", "r")  # RoMa's radius (only RoMa's config has one)
+    excluded = [a for a, x in ref.ratios.items() if x["ci_high"] < PAPER_ROMA_RATIO]
+    out.append(
+        f"* **RoMa: at least {PAPER_ROMA_RATIO}× the baseline's steps to removal.** The paired per-seed ratios' "
+        f"intervals (above) exclude {PAPER_ROMA_RATIO}× under "
+        f"{', '.join(f'`{a}`' for a in excluded) or 'no attack'}"
+        f"{f' (the records: r = {r})' if r else ''}. docs/methods.md explains why the "
+        f"paper's radius barely changes the gradient at this scale.")
+    lower = m("sleepermark", "trigger_ft", "verify/attacked/p_lower/fisher")
+    inverted = (f"; after `trigger_ft` its attacked models' voted bits are anti-correlated with the key (lower-tail "
+                f"Fisher p {lower:.2g}): the mark is inverted rather than erased" if lower is not None and lower <= 1e-3
+                else "")
+    out.append(
+        f"* **SleeperMark: survives LoRA fine-tuning.** Under `lora_ft`: {budget('sleepermark', 'lora_ft')}; under "
+        f"`full_ft`: {budget('sleepermark', 'full_ft')}{inverted}.")
+    out.append(
+        "* **The black-box marks against `trigger_ft`**, which knows their public trigger form: "
+        + "; ".join(f"{x} {budget(x, 'trigger_ft')}" for x in ("watermarkdm", "roma", "sleepermark")) + ".")
+    out.append(
+        f"* **ActiveMark** is detected after `full_ft` in {detected(ref, 'activemark', 'full_ft')} seeds, `lora_ft` "
+        f"in {detected(ref, 'activemark', 'lora_ft')} and `expressive_ft` (the fine-tune aimed at it) in "
+        f"{detected(ref, 'activemark', 'expressive_ft')}; after `permute` in {detected(ref, 'activemark', 'permute')}. "
+        "Whether its verdict identifies the owner: the ROC section below.")
+    fired = ref.df[ref.df["false_positives"].fillna(0) > 0]
+    out.append(
+        "* **False positives on the runs' own nulls** (the base model, and the base model after the same attack): "
+        + ("none in any row (the `false pos.` cells); with five seeds that bounds the rate only, and the ROC "
+           "section below measures it on models that never saw the key." if fired.empty else
+           "in " + ", ".join(f"{r.method} × {r.attack}" for r in fired.itertuples()) + " (the `false pos.` cells)."))
+    return "\n".join(out) + "\n"
+
+
+# Why a per-query test's match rate on another owner's marked model can exceed its p0 (prose, no figures)
+WHY_ABOVE = {
+    "activemark": "the embedding teaches the network to carry *an* injected message to the decoder, and any "
+                  "owner's encoder and decoder can use that channel",
+    "aiao": "its exact test assumes the secret direction is independent of the model, which a model trained on "
+            "another AIAO key does not quite give",
+}
+
+
+def _sci(x: float) -> str:
+    """1e-3, not 0.001 (as the verdicts print it)."""
+    mantissa, exponent = f"{x:e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def _fired(k: int, n: int) -> str:
+    """'0/82 (≤ 4.4%)' or '6/28 (21%, 8.3–41%)': k of n with the exact 95% interval."""
+    low, high = clopper_pearson(k, n)
+    return f"{k:,}/{n:,} (≤ {_pct(high)})" if k == 0 else f"{k:,}/{n:,} ({_pct(k / n)}, {_pct(low)}–{_pct(high)})"
+
+
+def roc(ref: Reference) -> str:
+    """The ROC / false-positive section, from the committed CSVs of `python -m bench.tools.roc`."""
+    if not ref.roc:
+        return ""
+    kinds = ref.by_kind
+    unmarked = ("base", "independent", "other-world")
+    first = next(iter(ref.scores.values()))
+    n_indep, n_other = (first[first.role == k].model.nunique() for k in ("independent", "other-world"))
+    n_keys = int(kinds.n_keys.max())
+    lines = [
+        "## False positives and ROC on models that never saw the key\n",
+        f"From `roc/`, the output of `python -m bench.tools.roc results --independent {n_indep} "
+        f"--other-worlds {n_other}` on the records' models (a snapshot: its null models live in a cache, not in "
+        "records, so no test recomputes these CSVs; this section is generated from them). "
+        f"{n_keys} keys per method (the seeds' embeddings). Each key is verified on:",
+        "* its own watermarked model and attacked models (the positives);",
+        "* the other keys' marked models and their attacked models (**cross-key**: marked, by another owner);",
+        f"* {n_indep} UNets trained from scratch on the world's data with other initialisations, each also after "
+        f"`full_ft` and `distill` (final and halfway checkpoints), and {n_other} world{'s' * (n_other != 1)} "
+        "rebuilt with another `model.seed`, with the same models (**independent** and **other-world**: nobody "
+        "marked them);",
+        "* the base model and the base model after each attack.\n",
+    ]
+    for world, nm in ref.null_models.items():
+        figures = "; ".join(f"{r.role} {r.owner_loss:.3f} / {r.fid:.0f}" for r in nm.itertuples())
+        lines.append(f"The null models (`roc/null_models_{world}.md`: owner-domain held-out loss / FID): {figures} "
+                     "(other worlds have their own VAE and CLIP, so their loss is on their own latents).\n")
+    lines += ["| method | nulls | AUC | TPR at 1% / 0.1% FPR | fired on unmarked models (independent, other world, "
+              "base) | fired on models marked with another key | per-query match rate on nulls vs p0 |",
+              "|---|---|---|---|---|---|---|"]
+    wm = ref.roc_summary[ref.roc_summary.positives == "watermarked"]
+    for _, s in wm.sort_values("method").iterrows():
+        k = kinds[kinds.method == s.method]
+        un, cross = k[k.null_kind.isin(unmarked)], k[k.null_kind == "cross"]
+        rate = "exact binomial test (bits)"
+        if k.query_p0.notna().all():
+            def q(part):
+                return _fired(int(part.null_query_matches.sum()), int(part.null_queries.sum()))
+            rate = f"unmarked {q(un)}; cross-key {q(cross)}; p0 {_pct(k.query_p0.iloc[0])}"
+        lines.append(f"| {s.method} | {s.n_null} | {s.auc:.3g} | {s['tpr@1%']:.3g} / {s['tpr@0.1%']:.3g} | "
+                     f"{_fired(int(un.null_detected.sum()), int(un.n_null.sum()))} | "
+                     f"{_fired(int(cross.null_detected.sum()), int(cross.n_null.sum()))} | {rate} |")
+    target = _sci(kinds.target_fpr.iloc[0])
+    lines.append(f"\nPositives are the watermarked models; the target FPR is {target}. Entries are keys × models, "
+                 "not independent draws, so the Clopper–Pearson intervals are nominal"
+                 + (f"; with {wm.n_null.max()} nulls or fewer, \"0 fired\" cannot show a rate of {target}"
+                    if wm.n_null.max() * kinds.target_fpr.iloc[0] < 1 else "") + ".\n")
+    for method in ("activemark", "aiao"):
+        k = kinds[kinds.method == method]
+        cross = k[k.null_kind == "cross"]
+        if k.empty or cross.empty:
+            continue
+        p0, matches, queries = k.query_p0.iloc[0], cross.null_query_matches.sum(), cross.null_queries.sum()
+        low, high = clopper_pearson(int(matches), int(queries))
+        s = ref.scores[method]
+        own = s[s.role == "watermarked"].p_value.median()
+        worst = s[s.role.str.startswith("cross")].p_value.min()
+        fired = int(cross.null_detected.sum())
+        above = low > p0
+        lines.append(
+            f"* **{method}** on models marked with another key: per-query match rate {_pct(matches / queries)} "
+            f"({_pct(low)}–{_pct(high)}), {matches / queries / p0:.0f} × its p0 of {_pct(p0)}"
+            f"{f' (above it: {WHY_ABOVE[method]})' if above else ''}; "
+            f"verdict fired in {fired}/{int(cross.n_null.sum())}. The owners' own p-values (median {own:.2g}) "
+            f"{'stay below' if own < worst else 'do not stay below'} the smallest cross-key one ({worst:.2g})"
+            + (": a positive verdict says that an owner of this method marked the model, not which one."
+               if fired else "."))
+    attacked = ref.roc_summary[ref.roc_summary.positives.str.startswith("attacked:trigger_ft")]
+    if not attacked.empty:
+        lines.append(f"* **After `trigger_ft`** the black-box marks' AUC against the nulls is "
+                     f"{attacked.auc.min():.2g}–{attacked.auc.max():.2g} "
+                     f"({', '.join(sorted(attacked.method))}).")
+    figures = [f"![{m}](roc/roc_{w}_{m}.png)" for w in ref.null_models for m in sorted(wm.method)
+               if (ref.folder / "roc" / f"roc_{w}_{m}.png").is_file()]
+    if figures:
+        lines.append("\nPer method: the ROC curve, every verification's statistic by kind of model with the target's "
+                     "threshold, and the raw scores.\n\n| | |\n|---|---|")
+        for i in range(0, len(figures), 2):
+            lines.append(f"| {figures[i]} | {figures[i + 1] if i + 1 < len(figures) else ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def missing(ref: Reference) -> str:
+    """What the tables do not have yet: attacks in conf/attack/ without a row, rows under five seeds."""
+    attacks = sorted(p.stem for p in (ROOT / "conf" / "attack").glob("*.yaml"))
+    absent = [a for a in attacks if a not in set(ref.df.attack)]
+    short = [f"{r.method} × {r.attack} (has {r.n_seeds})" for r in ref.df.itertuples() if r.n_seeds < 5]
+    return ("**Not yet in these tables:** " + (f"the attacks {', '.join(f'`{a}`' for a in absent)} (in `conf/attack/`, "
+            "no records here)" if absent else "every attack has rows")
+            + (f"; five seeds of {', '.join(short)}" if short else "")
+            + ". `bash scripts/tiny_seeds.sh` runs the whole suite on the shipped world (hours of CPU; a killed "
+              "run resumes).\n")
+
+
+def report(folder: Path) -> str:
+    """The whole of results/reference/README.md."""
+    ref = Reference(folder)
+    fpr, queries = ref.setting("metrics", "verification", "target_fpr"), ref.setting("model", "eval", "n_queries")
+    fpr = _sci(float(fpr)) if fpr and "/" not in fpr else fpr
+    n_fid, n_ref = ref.setting("metrics", "fid", "n_images"), ref.setting("metrics", "fid", "n_ref")
+    ratio, fid_up = (ref.setting("metrics", "utility", k) for k in ("max_owner_loss_ratio", "max_fid_increase"))
+    coverage = order_stat_rank(5)[1]
+    return f"""<!-- Generated by scripts/readme_tables.py --write from the records in this folder; do not edit.
+     tests/test_reference.py checks that this file is exactly what the script writes. -->
+# Results on the tiny world (five seeds)
+
+A result here is a distribution over seeds, never one run. `records/` holds the slimmed records of the
+tiny-world sweep; `python -m bench.tools.leaderboard results/reference --allow-mixed-builds` aggregates them
+into `leaderboard.csv`, `leaderboard.md` and `survival.md`, and `python scripts/readme_tables.py --write`
+writes this page (and the summary in the [main README](../../README.md)) from them: every figure below is
+computed from the committed records, the ROC snapshot's CSVs in `roc/` or the shipped world's manifest.
+`tests/test_reference.py` re-aggregates the records and checks that the tables, `leaderboard_meta.json`
+and this page are exactly what they give. Each seed draws its own key, attack batches and query noise.
+
+**These records predate the shipped world:** {builds(ref)}. The tables name those rows (`mixed_world_builds` in
+`leaderboard_meta.json`), and aggregation refuses such rows unless asked (`--allow-mixed-builds`). The re-run
+of every method × attack × 5 seeds on the shipped build (`bench/world/tiny_world/`) is open work.
+
+Settings (from the records' configs): the default tiny world; {queries} verification queries, target FPR
+{fpr}; FID on {n_fid} generated images against {n_ref} held-out ones; utility budget: owner loss at most
+{ratio} × the watermarked model's, FID at most +{fid_up}. `conf/attack/` holds each attack's budget and
+checkpoint schedule (`DEFAULT_SCHEDULE` in `attacks/base.py` for training attacks).
+
+## At a glance
+
+A cell counts the seeds in which the attack removed the mark while the attacker's model stayed within its
+utility budget (and at all; `permute`'s budgets are not numbers, so its cells count any removal); blank: not
+run. The tables below give the intervals.
+
+{overview(ref)}
+
+## How to read a cell
+
+* **n**: the number of seeds in the row.
+* **Numbers**: mean ± the half-width of the 95% t interval over seeds. Rates in [0, 1] (bit accuracy,
+  verification rate) show their interval as a range, clipped to [0, 1].
+* **Verdicts**: k/n seeds detected.
+* **Removal** is interval-censored: it happened between the last checkpoint still detected and the first
+  one not detected. The cell gives the bracket (low, high] of the median removal time (the first checkpoint
+  by which half the seeds lost the mark) and the distribution-free order-statistic interval with its exact
+  coverage ({coverage:.1%} for n = 5: no order-statistic interval reaches 95% with five seeds). A mark not
+  detected before the attack is "not marked", never a removal at step 0.
+* **Survival** counts a removal only within the **utility budget** at the removal checkpoint: owner loss at
+  most {ratio} × the watermarked model's there, and, where the removal is at the last checkpoint, FID at most
+  +{fid_up} (FID is measured at the last checkpoint only). The watermarked model is the reference. It also
+  states any removal, and an *inverted* mark (the attacked model's voted bits anti-correlated with the key:
+  strong lower-tail evidence, while the verdict's test is upper-tail).
+* **Ratios** of removal times pair seed s of RoMa with seed s of WatermarkDM (they draw the same key bits),
+  never divide two marginal intervals.
+* **Owner loss ×**: the owner-domain held-out denoising loss at the last checkpoint, divided by the
+  watermarked model's. **Attacker gain**: 1 − the attacker-domain loss divided by the watermarked model's.
+
+docs/methods.md ("How verdicts, intervals and tests are computed") has the statistics in full.
+
+## Tables
+
+{render(folder, ref)}
+{claims(ref)}
+{missing(ref)}
+{roc(ref)}
+## The shipped tiny world
+
+The build committed in `bench/world/tiny_world/`, read from its manifest (`python -m bench.tools.world quality`
+measures it again). The records above ran on earlier builds.
+
+{render_world()}
+![tiny world samples](../../docs/tiny_world_samples.png)
+"""
 
 
 def splice(readme: str, block: str, markers: tuple[str, str] = (BEGIN, END)) -> str:
@@ -122,19 +484,19 @@ def splice(readme: str, block: str, markers: tuple[str, str] = (BEGIN, END)) -> 
 
 
 def regenerate(readme: str, folder: Path) -> str:
-    """The README with both generated blocks rewritten."""
-    return splice(splice(readme, render(folder)), render_world(), WORLD)
+    """README.md with its summary block rewritten."""
+    return splice(readme, summary(Reference(folder)))
 
 
 def main() -> None:
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    folder = Path(args[0] if args else "results/reference")
-    block = render(folder)
-    if "--write" in sys.argv:  # rewrite the README's block in place
-        readme = Path(__file__).resolve().parents[1] / "README.md"
+    folder = Path(args[0] if args else ROOT / "results" / "reference")
+    if "--write" in sys.argv:  # write the report and README.md's block in place
+        (folder / "README.md").write_text(report(folder))
+        readme = ROOT / "README.md"
         readme.write_text(regenerate(readme.read_text(), folder))
     else:
-        print(block)
+        print(report(folder))
 
 
 if __name__ == "__main__":

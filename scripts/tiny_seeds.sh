@@ -8,21 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-METHODS=none,watermarkdm,roma,aiao,sleepermark,activemark
-PHASES=(
-  "method=$METHODS attack=full_ft"
-  "method=$METHODS attack=lora_ft"
-  "method=$METHODS attack=permute"
-  "method=watermarkdm,roma,sleepermark attack=trigger_ft"
-  "method=aiao attack=lazy_ft"
-  "method=activemark attack=expressive_ft"
-)
-worker() {  # worker SEEDS...: every phase for these seeds, in order
+worker() {  # worker SEEDS...: the whole suite (conf/experiment/tiny_suite.yaml: every method x attack) at these seeds
   local seeds; seeds=$(IFS=,; echo "$*")
-  for phase in "${PHASES[@]}"; do
-    # shellcheck disable=SC2086
-    OMP_NUM_THREADS=1 .venv/bin/python -m bench $phase seed="$seeds" "${EXTRA[@]}" -m || true
-  done
+  OMP_NUM_THREADS=1 .venv/bin/python -m bench experiment=tiny_suite seed="$seeds" "${EXTRA[@]}" -m || true
 }
 EXTRA=("$@")
 worker 0 2 4 > "${TMPDIR:-/tmp}/tiny_seeds_a.log" 2>&1 &

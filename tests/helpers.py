@@ -10,22 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-
-import bench.config  # noqa: F401  (registers the ${scale:...} resolver)
+from bench.config import compose
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 
-# The micro world at test size: a few seconds per stage on 2 CPU cores. (Method and attack
-# budgets are already small at micro scale, and overriding them would break sweeps over
-# methods that lack those keys.)
 MICRO = ["model=micro", "data=micro"]   # the default world is the tiny one; tests use the micro world
+# The micro world at test size (conf/debug/micro.yaml): a few seconds per stage on 2 CPU cores.
 SHRINK = [
-    *MICRO,
-    "metrics.fid.n_images=8", "metrics.clip_score.n_images=8",
-    "metrics.verification.n_queries=4", "metrics.lmc.points=5", "metrics.lmc.task_batch=8",
-    "data.n_owner=64", "data.n_attacker=64", "data.n_holdout=16",
+    "debug=micro",
     # extra overrides for a whole test run, e.g. BENCH_TEST_OVERRIDES="model.train_precision=bf16" runs the
     # micro tests with bf16 autocast (tests/test_precision.py measures how far that is from fp32)
     *os.environ.get("BENCH_TEST_OVERRIDES", "").split(),
@@ -34,8 +27,7 @@ SHRINK = [
 
 def compose_cfg(overrides: list[str]):
     """The real config with `overrides` (Hydra's compose API, no app run)."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=overrides)
+    return compose(overrides)
 
 
 def bench_cli(args: list[str], results: Path, cache: Path | None = None, timeout: int = 900,

@@ -5,6 +5,8 @@ import subprocess
 import sys
 
 import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Glob
 from hydra.utils import instantiate
 
 from bench.errors import ConfigError
@@ -48,10 +50,28 @@ def test_every_experiment_preset_composes(preset):
     for group in ("method", "attack"):
         assert build(cfg[group], group) is not None
     sweep = cfg.hydra.sweeper.params or {}
-    for group in ("method", "attack"):  # every option a preset sweeps over exists
-        for option in str(sweep.get(group, "")).split(","):
-            if option:
-                assert option in options(group), (preset, group, option)
+    parser = OverridesParser.create()
+    for group in ("method", "attack"):  # every option a preset sweeps over exists; a glob selects some
+        if group not in sweep:
+            continue
+        (override,) = parser.parse_overrides([f"{group}={sweep[group]}"])
+        value = override.value()
+        chosen = (value.filter(options(group)) if isinstance(value, Glob) else
+                  [str(v) for v in override.sweep_iterator()] if override.is_sweep_override() else [str(value)])
+        assert chosen, (preset, group, sweep[group])
+        for option in chosen:
+            assert option in options(group), (preset, group, option)
+
+
+def test_the_suite_sweeps_every_method_and_every_attack():
+    """tiny_suite globs the groups, so a new YAML in conf/method/ or conf/attack/ joins it with no edit."""
+    from hydra import compose, initialize_config_dir
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        sweep = compose("config", overrides=["experiment=tiny_suite"], return_hydra_config=True).hydra.sweeper.params
+    parser = OverridesParser.create()
+    chosen = {g: parser.parse_overrides([f"{g}={sweep[g]}"])[0].value().filter(options(g)) for g in ("method", "attack")}
+    assert chosen["method"] == options("method") and len(chosen["method"]) >= 6
+    assert chosen["attack"] == [a for a in options("attack") if a != "none"] and len(chosen["attack"]) >= 13
 
 
 def test_scale_resolver_picks_per_model_defaults():

@@ -198,7 +198,7 @@ def test_standalone_command_and_empty_folder(tmp_path):
 def test_sweep_outcomes_summary_and_exit_status(tmp_path):
     """The launching process adopts its jobs' outcome files: counts, exit status, one line per bad job
     (also when a job left no error text)."""
-    from bench import outcome
+    from bench.sweep import outcome
     outcome.write_outcome(tmp_path / "0", "complete", "run-a")
     outcome.write_outcome(tmp_path / "1", "failed", "run-b", "")
     outcome.write_outcome(tmp_path / "2", "refused", None, "attack.steps must be at least 1\nmore")

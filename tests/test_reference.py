@@ -32,12 +32,28 @@ def test_reaggregating_the_reference_records_reproduces_the_committed_tables(tmp
         (REF / "leaderboard_meta.json").read_text())
 
 
-def test_the_readme_results_block_is_what_the_committed_records_give():
-    """Every figure between the README's markers is printed by scripts/readme_tables.py from results/reference."""
+def _readme_tables():
     sys.path.insert(0, str(ROOT / "scripts"))
     import readme_tables
 
+    return readme_tables
+
+
+def test_the_results_report_is_what_the_committed_records_give():
+    """results/reference/README.md is exactly what scripts/readme_tables.py writes from results/reference: every
+    figure in it is computed from the committed records, the ROC snapshot's CSVs and the shipped world's manifest."""
+    readme_tables = _readme_tables()
+    assert (REF / "README.md").read_text() == readme_tables.report(REF), \
+        "results/reference/README.md is stale: run .venv/bin/python scripts/readme_tables.py --write"
+
+
+def test_the_readme_summary_is_what_the_committed_records_give():
+    """README.md's block between the markers is scripts/readme_tables.py's summary of results/reference, and it
+    links to the report."""
+    readme_tables = _readme_tables()
     readme = (ROOT / "README.md").read_text()
     assert readme.count(readme_tables.BEGIN) == 1 and readme.count(readme_tables.END) == 1
     assert readme_tables.regenerate(readme, REF) == readme, \
         "README.md's results block is stale: run .venv/bin/python scripts/readme_tables.py --write"
+    block = readme.split(readme_tables.BEGIN, 1)[1].split(readme_tables.END, 1)[0]
+    assert f"]({readme_tables.REPORT})" in block and (ROOT / readme_tables.REPORT).is_file()

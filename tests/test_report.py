@@ -1,7 +1,6 @@
 """bench.analysis.report: results/report.html of a micro-world sweep, checked as HTML and in a real headless Chromium."""
 from __future__ import annotations
 
-import json
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path

@@ -52,10 +52,10 @@ def check_types(node: DictConfig, group: str) -> None:
     before the constructor fails on it with a message that does not."""
     import inspect
 
-    from hydra.utils import get_class
-    try:
-        params = inspect.signature(get_class(str(node.get("_target_")))).parameters
-    except Exception:  # a function target, or one hydra will refuse with its own message
+    from hydra.utils import get_object
+    try:  # a class or a function (get_class logged an error for every function target)
+        params = inspect.signature(get_object(str(node.get("_target_")))).parameters
+    except Exception:  # a target hydra will refuse with its own message
         return
     for name, param in params.items():
         default = param.default

@@ -1,7 +1,7 @@
 """The Hydra callback that writes the leaderboard after a run or a sweep (conf/config.yaml).
 
-Its module imports nothing heavy: the leaderboard's own imports (pandas, scipy, matplotlib,
-lifelines) happen only when there is something to aggregate. When no record changed since the
+Its module imports nothing heavy: the leaderboard's own imports (pandas, scipy and
+matplotlib) happen only when there is something to aggregate. When no record changed since the
 last aggregation (every record is older than `leaderboard_meta.json`, and there are as many), the
 existing tables are printed as they are, so re-running a finished sweep takes seconds.
 """

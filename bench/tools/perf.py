@@ -343,9 +343,8 @@ def compose_config(opts: dict, overrides: list[str]):
     batch = opts["batch"]
     extra = ["method=watermarkdm", "attack=full_ft", f"method.batch_size={batch}", "method.clean_weight=0",
              f"attack.batch_size={batch}"]
-    if not any(o.startswith("data") for o in overrides):  # small synthetic data at the model's resolution
-        extra += ["data=micro", "data.n_owner=16", "data.n_attacker=16", "data.n_holdout=16",
-                  "data.n_attacker_holdout=4"]
+    if not any(o.startswith(("data", "debug")) for o in overrides):  # a few items at the model's resolution
+        extra += ["debug=small_data"]
     cfg = compose(extra + overrides)
     device = resolve_device(cfg.device)
     given = any(o.startswith("model.resolution=") for o in overrides)
