@@ -32,6 +32,9 @@ SEED = "<seed>"
 NOT_HASHED = ("paths", "logger", "device")      # settings that do not change a run's result
 GROUPS = ("model", "data", "method", "attack", "metrics")
 UNLABELLED = ("_target_", "label", "name")      # keys that never enter a label
+# settings a group holds for other groups to read (the model's evaluation sizes, read by conf/metrics/): a change
+# shows in the label of the group that reads it (metrics: `default[fid.n_images=8,...]`), not twice
+READ_BY_OTHERS = ("eval.",)
 RECORD_VERSION = 2  # 2: identity, labels and component versions in the record; versions in the run id
 
 
@@ -89,7 +92,8 @@ def label(name: str, node: dict, default: dict | None) -> str:
     mine, base = flatten(node), flatten(default)
     diffs = []
     for k in sorted(set(mine) | set(base)):
-        if k.split(".")[-1] in UNLABELLED or mine.get(k, "<absent>") == base.get(k, "<absent>"):
+        if (k.split(".")[-1] in UNLABELLED or k.startswith(READ_BY_OTHERS)
+                or mine.get(k, "<absent>") == base.get(k, "<absent>")):
             continue
         diffs.append(f"-{k}" if k not in mine else f"{k}={_fmt(mine[k])}")
     return f"{name}[{','.join(diffs)}]" if diffs else name

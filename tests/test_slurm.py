@@ -54,7 +54,8 @@ pytestmark = [pytest.mark.slurm, pytest.mark.skipif(WHY_NOT is not None, reason=
 # Small jobs that fit the local node (CPUs only, memory not a consumable resource there).
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
          "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=120"]
-SWEEP = ["method=none,watermarkdm", "attack=none,full_ft", "-m", *SHRINK, *SLURM]
+# two array tasks sharing the world and the embedding (a 2 x 2 sweep with method=none took 4 more minutes of CI)
+SWEEP = ["method=watermarkdm", "attack=none,full_ft", "-m", *SHRINK, *SLURM]
 ONE = ["method=watermarkdm", "attack=full_ft", "-m", *SHRINK, *SLURM]
 
 
@@ -64,7 +65,7 @@ def finished(cache: Path, stage: str) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    """The 2 x 2 sweep, four array tasks launched at once on one fresh cache."""
+    """The 1 x 2 sweep, two array tasks launched at once on one fresh cache."""
     results = tmp_path_factory.mktemp("slurm_sweep")
     proc = bench_cli(SWEEP, results, results / "cache", timeout=3600, check=True)
     return results, proc
@@ -73,11 +74,11 @@ def sweep(tmp_path_factory):
 def test_sweep_records_carry_slurm_job_ids(sweep):
     results, proc = sweep
     recs = records(results)
-    assert len(recs) == 4 and all(r["status"] == "complete" for r in recs.values())
+    assert len(recs) == 2 and all(r["status"] == "complete" for r in recs.values())
     ids = {r["provenance"]["slurm_job_id"] for r in recs.values()}
-    assert None not in ids and len(ids) == 4
+    assert None not in ids and len(ids) == 2
     df = pd.read_csv(results / "leaderboard.csv")
-    assert len(df) == 4 and set(df.status) == {"complete"} and set(df.n_seeds) == {1}
+    assert len(df) == 2 and set(df.status) == {"complete"} and set(df.n_seeds) == {1}
     assert "leaderboard:" in proc.stdout
 
 
@@ -86,9 +87,9 @@ def test_jobs_request_the_configured_resources(sweep):
     the sbatch script submitit wrote and in the scheduler's record of the array (right after the sweep ended, well
     within slurmctld's MinJobAge of 300 s)."""
     results, _ = sweep
-    (script,) = (results / "slurm").rglob("*_submission.sh")  # the sweep is one array of four tasks
+    (script,) = (results / "slurm").rglob("*_submission.sh")  # the sweep is one array of two tasks
     text = script.read_text()
-    for flag in ("--gpus-per-node=0", "--cpus-per-task=1", "--mem=1GB", "--array=0-3%4", "--requeue"):
+    for flag in ("--gpus-per-node=0", "--cpus-per-task=1", "--mem=1GB", "--array=0-1%2", "--requeue"):
         assert f"#SBATCH {flag}\n" in text, flag
     job = script.name.split("_")[0]
     shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, timeout=30).stdout
@@ -121,8 +122,8 @@ def _job_id(results: Path, timeout: float = 600) -> str:
     raise AssertionError("no SLURM job appeared")
 
 
-@pytest.mark.parametrize("disturb", [["scancel", "--signal=USR2"], ["scontrol", "requeue"]],
-                         ids=["preempt-usr2", "scontrol-requeue"])
+@pytest.mark.parametrize("disturb", [pytest.param(["scancel", "--signal=USR2"], marks=pytest.mark.slow),  # 3 min
+                                     ["scontrol", "requeue"]], ids=["preempt-usr2", "scontrol-requeue"])
 def test_requeued_job_resumes_to_same_record(sweep, tmp_path, disturb):
     results, _ = sweep
     (ref,) = [r for r in records(results).values() if (r["method"], r["attack"]) == ("watermarkdm", "full_ft")]

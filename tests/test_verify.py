@@ -82,7 +82,7 @@ def base_file(micro_world, tmp_path_factory) -> Path:
 def test_watermarked_unet_is_detected(marked, embed):
     assert marked["method"] == "watermarkdm" and marked["detected"] is True
     assert marked["p_value"] < marked["target_fpr"] == 1e-3
-    assert marked["n_queries"] == 8  # the micro model config's eval.n_queries
+    assert marked["n_queries"] == compose_cfg(SHRINK).model.eval.n_queries  # the key's world: the micro test size
     assert marked["bit_acc"] > 0.6 and marked["summary"]["p_value"] == marked["p_value"]
     assert marked["key"]["kind"] == "embed" and marked["key"]["address"] == embed.name
     assert marked["suspect"] == str((embed / "unet.safetensors").resolve())

@@ -38,7 +38,7 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--n-fidelity", type=int, default=500, help="images for prompt fidelity (quality)")
     parser.add_argument("--n-fid", type=int, default=1000, help="generated and real images for FID (quality)")
     args = parser.parse_intermixed_args(argv)
-    overrides = ["model=tiny", "data=tiny", *args.overrides]
+    overrides = list(args.overrides)  # the config's defaults are model=tiny data=tiny; debug=micro picks micro
     if args.command in ("build", "ship"):  # from scratch, at the config's own address: never the shipped world
         overrides.append("model.source=build")
     cfg = compose(overrides)
