@@ -152,9 +152,10 @@ def _module_file(module: str) -> Path | None:
 
 
 @lru_cache(maxsize=None)
-def declared_version(target: str) -> str:
-    """The `version` class attribute of the class at dotted path `target`, read from its source (and
-    its base classes' sources) without importing it; "1" if no class in the chain sets one."""
+def declared_attribute(target: str, attr: str):
+    """The literal value of class attribute `attr` of the class at dotted path `target`, read from its source (and
+    its base classes' sources) without importing it (a component imports torch); None if no class in the chain
+    sets it to something other than None."""
     module, _, cls = target.rpartition(".")
     path = _module_file(module)
     if path is None:
@@ -170,19 +171,25 @@ def declared_version(target: str) -> str:
             for stmt in node.body:
                 targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target] if isinstance(
                     stmt, ast.AnnAssign) else []
-                if any(isinstance(t, ast.Name) and t.id == "version" for t in targets) and stmt.value is not None:
+                if any(isinstance(t, ast.Name) and t.id == attr for t in targets) and stmt.value is not None:
                     value = ast.literal_eval(stmt.value)
                     if value is not None:
-                        return str(value)
+                        return value
             for base in node.bases:
                 if isinstance(base, ast.Name):
                     parent = imports.get(base.id, f"{module}.{base.id}")
                     if parent.split(".")[0] in ("bench", "methods", "attacks"):
-                        return declared_version(parent)
-            return "1"
+                        return declared_attribute(parent, attr)
+            return None
     if cls in imports:  # re-exported
-        return declared_version(imports[cls])
+        return declared_attribute(imports[cls], attr)
     raise ConfigError(f"_target_ {target!r}: no class {cls} in {path}.")
+
+
+def declared_version(target: str) -> str:
+    """The `version` class attribute of the class at dotted path `target`, read from source; "1" if none sets one."""
+    value = declared_attribute(target, "version")
+    return "1" if value is None else str(value)
 
 
 def versions(config: dict) -> dict:

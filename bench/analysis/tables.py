@@ -3,17 +3,14 @@ survival matrix (attacks x methods). Shared by the markdown leaderboard (`bench.
 HTML report (`bench.analysis.report`), so neither imports the other's writer."""
 from __future__ import annotations
 
-import ast
-import importlib.util
 import math
-from pathlib import Path
 
 import pandas as pd
 import yaml
 
 from bench.analysis.aggregate import LABELS, bounds_of, evidence_tails, group_records, removal_intervals
 from bench.analysis.survival import describe_interval, interval_median
-from bench.identity import CONF
+from bench.identity import CONF, declared_attribute
 from bench.untrusted import registry, safe_cell
 
 # the harness's own headline columns (the runner's, not a collector's), after the collectors'
@@ -21,25 +18,11 @@ HARNESS_HEADLINE = [("embed_seconds", "embed s")]
 
 
 def declared_headline(target: str) -> list[tuple[str, str]]:
-    """The `headline` a collector class (`module.Class`, a `_target_`) declares, read from its source and its base
-    classes' (as `bench.identity.declared_version` reads versions): the leaderboard never imports a collector (they
-    import torch, which would make every aggregation seconds slower). tests/test_contract.py checks that this reading
-    equals the class attribute."""
-    module, _, name = target.rpartition(".")
-    spec = importlib.util.find_spec(module)
-    tree = ast.parse(Path(spec.origin).read_text())
-    imports = {alias.asname or alias.name: f"{node.module}.{alias.name}" for node in tree.body
-               if isinstance(node, ast.ImportFrom) and node.module for alias in node.names}
-    for cls in (n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name):
-        for stmt in cls.body:
-            names = stmt.targets if isinstance(stmt, ast.Assign) else [getattr(stmt, "target", None)]
-            if any(isinstance(n, ast.Name) and n.id == "headline" for n in names) and stmt.value is not None:
-                return [tuple(column) for column in ast.literal_eval(stmt.value)]
-        for base in (b.id for b in cls.bases if isinstance(b, ast.Name)):
-            parent = imports.get(base, f"{module}.{base}")
-            if parent.split(".")[0] == "bench":
-                return declared_headline(parent)
-    return []
+    """The `headline` a collector class (`module.Class`, a `_target_`) declares, read from source
+    (`bench.identity.declared_attribute`): the leaderboard never imports a collector (they import torch, which would
+    make every aggregation seconds slower). tests/test_contract.py checks that this reading equals the class
+    attribute."""
+    return [tuple(column) for column in declared_attribute(target, "headline") or ()]
 
 
 def headline() -> list[tuple[str, str]]:
