@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+import bench.run.runner  # noqa: F401  (loaded once here: every refusal below runs the CLI in a forked child)
 from tests.helpers import MICRO, bench_cli
 
 
@@ -41,7 +42,7 @@ def _artifacts(results):
 ])
 def test_bad_config_is_refused_cleanly(tmp_path, args, expected):
     world = [] if any(a.startswith("model=") for a in args) else MICRO
-    proc = bench_cli([*world, *args, "-m"], tmp_path, tmp_path / "cache", timeout=300)
+    proc = bench_cli([*world, *args, "-m"], tmp_path, tmp_path / "cache", timeout=300, fork=True)
     assert proc.returncode != 0
     assert expected in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -56,7 +57,7 @@ def test_pickle_checkpoint_is_refused(tmp_path):
             return (print, ("this would run arbitrary code",))
 
     evil.write_bytes(pickle.dumps({"state_dict": Payload()}))
-    proc = bench_cli([*MICRO, "model.unet_weights=" + str(evil), "-m"], tmp_path / "results", tmp_path / "cache", timeout=300)
+    proc = bench_cli([*MICRO, "model.unet_weights=" + str(evil), "-m"], tmp_path / "results", tmp_path / "cache", timeout=300, fork=True)
     assert proc.returncode == 2
     assert "Refusing to load" in proc.stderr and "safetensors" in proc.stderr
     assert "this would run arbitrary code" not in proc.stdout + proc.stderr
@@ -67,19 +68,19 @@ def test_corrupt_safetensors_is_refused(tmp_path):
     bad = tmp_path / "unet.safetensors"
     save_file({"w": torch.zeros(4)}, str(bad))
     bad.write_bytes(bad.read_bytes()[:20])  # truncated
-    proc = bench_cli([*MICRO, "model.unet_weights=" + str(bad), "-m"], tmp_path / "results", tmp_path / "cache", timeout=300)
+    proc = bench_cli([*MICRO, "model.unet_weights=" + str(bad), "-m"], tmp_path / "results", tmp_path / "cache", timeout=300, fork=True)
     assert proc.returncode == 2 and "corrupt or truncated" in proc.stderr
 
 
-def test_a_label_given_to_two_configurations_is_refused_before_any_work(tmp_path):
+def test_a_label_given_to_two_configurations_is_refused_before_any_work(tmp_path, shared_cache):
     from tests.helpers import SHRINK
     results = tmp_path / "results"
-    first = bench_cli(["method=none", "attack=none", "method.label=mine", "-m", *SHRINK], results, tmp_path / "cache")
+    first = bench_cli(["method=none", "attack=none", "method.label=mine", "-m", *SHRINK], results, shared_cache, fork=True)
     assert first.returncode == 0, first.stderr[-2000:]
-    before = sorted(p.name for p in (tmp_path / "cache").glob("*/*"))
+    before = sorted(p.name for p in (shared_cache).glob("*/*"))
     second = bench_cli(["method=watermarkdm", "attack=none", "method.label=mine", "-m", *SHRINK], results,
-                       tmp_path / "cache")
+                       shared_cache, fork=True)
     assert second.returncode == 2 and "The method label 'mine' names 2 different method configurations" in second.stderr
     assert "Traceback" not in second.stderr
-    assert sorted(p.name for p in (tmp_path / "cache").glob("*/*")) == before  # no work was done
+    assert sorted(p.name for p in (shared_cache).glob("*/*")) == before  # no work was done
     assert len(list((results / "records").glob("*/record.json"))) == 1

@@ -77,6 +77,8 @@ def test_sweep_records_carry_slurm_job_ids(sweep):
     assert len(recs) == 2 and all(r["status"] == "complete" for r in recs.values())
     ids = {r["provenance"]["slurm_job_id"] for r in recs.values()}
     assert None not in ids and len(ids) == 2
+    # each job runs the threads its launcher allocated (cpus_per_task=1), not one per core of the node
+    assert {r["provenance"]["torch_threads"] for r in recs.values()} == {1}
     df = pd.read_csv(results / "leaderboard.csv")
     assert len(df) == 2 and set(df.status) == {"complete"} and set(df.n_seeds) == {1}
     assert "leaderboard:" in proc.stdout

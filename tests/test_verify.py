@@ -9,7 +9,6 @@ import os
 import pickle
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ import torch
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
-from tests.helpers import ROOT, SHRINK, bench_cli, compose_cfg, records
+from tests.helpers import SHRINK, bench_cli, compose_cfg, records, run_module
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +38,14 @@ def results_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def verify(shared_cache, results_dir):
-    """Run `python -m bench.tools.verify ARGS --cache <shared cache>` in a subprocess."""
+    """Run `python -m bench.tools.verify ARGS --cache <shared cache>` (one thread), in a forked child of this process
+    (`run_module`: the command's own `__main__`, exit status and output, without re-importing torch each time)."""
+    import bench.tools.verify  # noqa: F401  # imported once, before the forks
+
     def run(*args) -> subprocess.CompletedProcess:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "BENCH_RESULTS": str(results_dir)}
-        return subprocess.run([sys.executable, "-m", "bench.tools.verify", *map(str, args), "--cache", str(shared_cache),
-                               "--device", "cpu"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        return run_module("bench.tools.verify", [*map(str, args), "--cache", str(shared_cache), "--device", "cpu"],
+                          env=env, timeout=600)
     return run
 
 

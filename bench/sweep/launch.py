@@ -8,10 +8,12 @@ allocates nothing. So a GPU request is refused, in one paragraph and with exit s
 * the launcher is `local` and this machine has fewer CUDA devices than asked for;
 before any job is launched (`GPUCheck`, a Hydra callback in conf/config.yaml), and, for jobs that
 run elsewhere (SLURM), in the job itself (`check_job`) when it sees no CUDA device although its
-launcher asked for one. Jobs use CUDA whenever they see it (`device: auto`).
+launcher asked for one. Jobs use CUDA whenever they see it (`device: auto`), and as many CPU threads as
+their launcher's `cpus_per_task` (`job_threads`; an OMP_NUM_THREADS you set wins).
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from hydra.experimental.callback import Callback
@@ -48,10 +50,12 @@ def launcher_problem(launcher) -> str | None:
 
 
 def check_job(launcher) -> None:
-    """In a job: refuse to run on the CPU when its launcher asked for GPUs and none is visible."""
+    """In a job: refuse to run on the CPU when its launcher asked for GPUs and none is visible, and keep the job's
+    CPU threads to what the launcher allocated (`job_threads`)."""
     problem = launcher_problem(launcher)
     if problem:
         raise ConfigError(problem)
+    job_threads(launcher)
     gpus = launcher.get("gpus_per_node") or 0
     if gpus:
         import torch
@@ -61,6 +65,21 @@ def check_job(launcher) -> None:
                               "it sees no CUDA device (torch.cuda.is_available() is False; CUDA_VISIBLE_DEVICES="
                               "set?). Check the partition's GPUs (sinfo -o '%P %G') and the CUDA driver on the node, "
                               "or run on CPUs with hydra.launcher.gpus_per_node=0.")
+
+
+def job_threads(launcher) -> int | None:
+    """Set torch's intra-op threads (and OMP_NUM_THREADS, which the record's runtime reports) to the launcher's
+    `cpus_per_task`, unless OMP_NUM_THREADS is set already. Without it every job of a submitit sweep starts one thread
+    per core of the node: two one-CPU array tasks on a two-core node then ran a full_ft step in 7 s instead of 0.08 s
+    (threads spinning against each other). Returns the thread count set, or None."""
+    cpus = launcher.get("cpus_per_task")
+    if not cpus or os.environ.get("OMP_NUM_THREADS"):
+        return None
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = str(int(cpus))
+    torch.set_num_threads(int(cpus))
+    return int(cpus)
 
 
 class GPUCheck(Callback):
