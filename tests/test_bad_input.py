@@ -72,15 +72,17 @@ def test_corrupt_safetensors_is_refused(tmp_path):
     assert proc.returncode == 2 and "corrupt or truncated" in proc.stderr
 
 
-def test_a_label_given_to_two_configurations_is_refused_before_any_work(tmp_path, shared_cache):
+def test_a_label_given_to_two_configurations_is_refused_before_any_work(tmp_path):
+    # its own cache: the forked CLI runs torch on one thread, and the shared cache's figures are the default threads'
+    cache = tmp_path / "cache"
     from tests.helpers import SHRINK
     results = tmp_path / "results"
-    first = bench_cli(["method=none", "attack=none", "method.label=mine", "-m", *SHRINK], results, shared_cache, fork=True)
+    first = bench_cli(["method=none", "attack=none", "method.label=mine", "-m", *SHRINK], results, cache, fork=True)
     assert first.returncode == 0, first.stderr[-2000:]
-    before = sorted(p.name for p in (shared_cache).glob("*/*"))
+    before = sorted(p.name for p in (cache).glob("*/*"))
     second = bench_cli(["method=watermarkdm", "attack=none", "method.label=mine", "-m", *SHRINK], results,
-                       shared_cache, fork=True)
+                       cache, fork=True)
     assert second.returncode == 2 and "The method label 'mine' names 2 different method configurations" in second.stderr
     assert "Traceback" not in second.stderr
-    assert sorted(p.name for p in (shared_cache).glob("*/*")) == before  # no work was done
+    assert sorted(p.name for p in (cache).glob("*/*")) == before  # no work was done
     assert len(list((results / "records").glob("*/record.json"))) == 1

@@ -130,7 +130,7 @@ def test_a_bad_chain_is_refused_in_one_paragraph(links, expected, monkeypatch):
 
 def test_a_bad_chain_is_refused_by_the_cli_before_any_work(tmp_path):
     proc = bench_cli(["method=none", "attack=chain", "attack.links=[permute,none]", "-m", *SHRINK], tmp_path,
-                     tmp_path / "cache", timeout=300)
+                     tmp_path / "cache", timeout=300, fork=True)
     assert proc.returncode == 2 and "attack.links[1] is 'none'" in proc.stderr and "Traceback" not in proc.stderr
     assert [p for p in tmp_path.rglob("*") if p.is_file() and "hydra" not in p.parts] == []
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -334,8 +335,20 @@ def test_collectors_are_finalised_without_asking():
         def compute(self, ctx):
             return {"metrics": {"constant": {"value": 1, "higher_is_better": None}}, "curves": {}}
 
+    class Reader(Constant):  # finalise sees every collector's metrics and, through ctx, the run's collectors
+        name = "reader"
+
+        def compute(self, ctx):
+            return {"metrics": {}, "curves": {}}
+
+        def finalise(self, metrics, curves, ctx=None):
+            return {"seen": {"value": sorted(metrics) + sorted(ctx.collectors), "higher_is_better": None}}
+
     assert Constant().finalise({}, {}) == {}
-    assert evaluate_stage(None, {"constant": Constant()}) == ({"constant": {"value": 1, "higher_is_better": None}}, {})
+    ctx = SimpleNamespace()
+    assert evaluate_stage(ctx, {"constant": Constant()}) == ({"constant": {"value": 1, "higher_is_better": None}}, {})
+    metrics, _ = evaluate_stage(ctx, {"constant": Constant(), "reader": Reader()})
+    assert metrics["seen"]["value"] == ["constant", "constant", "reader"]
 
 
 # ---------------------------------------------------------------- a new plugin: one .py and one YAML, no other edit

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from bench.tools.roc import query_calibration, roc_points, tpr_at
-from tests.helpers import ROOT, SHRINK, bench_cli
+from tests.helpers import ROOT, SHRINK, bench_cli, run_module
 
 K = 3  # seeds with an attack; one more seed is a verification-only run without one
 
@@ -84,6 +84,5 @@ def test_query_calibration_by_hand():
 
 def test_no_seeds_refused(tmp_path):
     (tmp_path / "records").mkdir()
-    out = subprocess.run([sys.executable, "-m", "bench.tools.roc", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
+    out = run_module("bench.tools.roc", [str(tmp_path)], timeout=300)
     assert out.returncode == 2 and "two or more seeds" in out.stderr

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import time
 
 import pytest
@@ -21,7 +19,7 @@ from bench.run.runner import build
 from bench.run.stages import NOT_BUILT, world_stage
 from bench.world import shipped
 from bench.world.micro import MicroModel
-from tests.helpers import ROOT, compose_cfg
+from tests.helpers import compose_cfg, run_module
 
 
 def tiny_parts(overrides=()):
@@ -107,8 +105,7 @@ def test_a_config_the_shipped_world_was_not_built_with_is_refused():
 
 
 def test_the_cli_names_a_bad_source_in_one_paragraph(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "bench", "model.source=elsewhere", "method=none", "attack=none",
-                           f"paths.results_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = run_module("bench", ["model.source=elsewhere", "method=none", "attack=none", f"paths.results_dir={tmp_path}"])
     assert proc.returncode != 0 and "model.source must be one of" in proc.stderr
     assert not (tmp_path / "records").exists()
 

@@ -207,12 +207,9 @@ def put(folder: Path, rec, name: str | None = None) -> Path:
 
 
 def leaderboard(*args) -> tuple[int, str]:
-    import subprocess
-    import sys
-
-    from tests.helpers import ROOT
-    proc = subprocess.run([sys.executable, "-m", "bench.tools.leaderboard", *map(str, args)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    """`python -m bench.tools.leaderboard ARGS` (in a forked child: `run_module`): (exit status, stderr)."""
+    from tests.helpers import run_module
+    proc = run_module("bench.tools.leaderboard", [*map(str, args)], timeout=300)
     return proc.returncode, proc.stderr
 
 
@@ -238,12 +235,8 @@ def test_roc_instantiates_no_record_config(tmp_path):
         # well-formed (no Hydra special keys), so only the registry of conf/model/ stands between it and Hydra
         rec["config"] = {**rec["config"], "model": {"_target_": "pathlib.Path.touch", "self": str(marker)}}
         put(tmp_path, rehash(rec))
-    import subprocess
-    import sys
-
-    from tests.helpers import ROOT
-    proc = subprocess.run([sys.executable, "-m", "bench.tools.roc", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    from tests.helpers import run_module
+    proc = run_module("bench.tools.roc", [str(tmp_path)], timeout=300)
     assert proc.returncode == 2 and not marker.exists()
     one_paragraph(proc.stderr, "not one of this harness's model components")
 
@@ -357,6 +350,6 @@ def test_csv_cells_are_inert_and_numbers_stay_numbers(tmp_path):
 @pytest.mark.parametrize("args,words", [(["method=nosuch"], ["method=nosuch names no config", "watermarkdm"]),
                                         (["attack.lr=abc"], ["attack.lr must be a number", "abc"])])
 def test_small_errors_name_the_option_and_exit_2(tmp_path, args, words):
-    proc = bench_cli([*MICRO, *args, "-m"], tmp_path, tmp_path / "cache", timeout=300)
+    proc = bench_cli([*MICRO, *args, "-m"], tmp_path, tmp_path / "cache", timeout=300, fork=True)
     assert proc.returncode == 2, proc.stderr[-2000:]
     one_paragraph(proc.stderr, *words)

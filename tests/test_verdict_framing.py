@@ -103,3 +103,41 @@ def test_intervals_of_rates_stay_in_their_range():
     recs = [record_from(planned([f"seed={s}"]), bit_acc=v) for s, v in enumerate(values)]
     row = table(recs).iloc[0]
     assert row["verify/attacked/bit_acc/ci_high"] == 1.0 and math.isclose(row["verify/attacked/bit_acc/ci_low"], lo)
+
+
+def test_budget_is_checked_at_the_removal_checkpoint_with_fid_measured_there():
+    """Utility.finalise by hand: the mark is first undetected at step 10, within the loss budget there, but FID at
+    step 10 is 40 > 10 + 25 (measured there, not at the final checkpoint); step 20 is undetected, within the loss
+    budget and FID 30 <= 35: the removal within budget is step 20. Against the base model (loss 1.0, FID 4) the
+    loss budget allows 1.1, so step 20 (loss 1.15) does not count and the base-relative removal is step 50."""
+    from types import SimpleNamespace
+
+    from bench.metrics.base import ModelRef
+    from bench.metrics.utility import Utility
+
+    steps = [0, 10, 20, 50]
+    refs = [ModelRef(f"m{s}", step=s, budget=s) for s in steps]
+    fid_by_step = {0: 10.0, 10: 40.0, 20: 30.0, 50: 12.0}
+    asked = []
+
+    class FIDAt:  # the FID collector's interface: one FID per model (a table here, measured by the real one)
+        def fid(self, ctx, ref):
+            asked.append(ref.step)
+            return fid_by_step[ref.step]
+
+    ctx = SimpleNamespace(collectors={"fid": FIDAt()}, attacked=refs)
+    u = Utility(max_owner_loss_ratio=1.1, max_fid_increase=25.0)
+    losses = {0: 1.05, 10: 1.1, 20: 1.15, 50: 1.08}  # watermarked model's owner loss 1.05: budget 1.155
+    curve = [{"step": s, "useful": losses[s] <= 1.1 * 1.05, "useful_base": losses[s] <= 1.1 * 1.0} for s in steps]
+    robustness = [{"step": s, "budget": s, "detected": s == 0} for s in steps]
+    metrics = {"fid/watermarked": {"value": 10.0}, "fid/base": {"value": 4.0}, "fid/attacked": {"value": 12.0}}
+    out = u.finalise(metrics, {"utility": curve, "robustness": robustness}, ctx)
+    assert out["removal_useful/step"]["value"] == 20 and out["survived_within_budget"]["value"] is False
+    assert out["removal_useful/fid_increase"]["value"] == 20.0
+    assert out["removal_useful_base/step"]["value"] == 50  # step 10: FID 40 > 4 + 25; step 20: loss 1.15 > 1.1
+    assert out["utility/attacked/useful"]["value"] is True and out["utility/attacked/fid_increase"]["value"] == 2.0
+    assert sorted(set(asked)) == [10, 20]  # the final checkpoint's FID is the collector's own; 0 was detected
+    assert [p.get("fid") for p in curve] == [None, 40.0, 30.0, 12.0]  # every FID measured is on the curve
+    # without FID in the run, the loss budget alone decides (the first undetected checkpoint within it)
+    out = u.finalise({}, {"utility": [dict(p) for p in curve], "robustness": robustness}, None)
+    assert out["removal_useful/step"]["value"] == 10 and out["removal_useful/fid_increase"]["value"] is None

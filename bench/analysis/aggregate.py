@@ -15,7 +15,8 @@ Per metric, over the row's complete seeds (`n_seeds`):
 * numbers bounded to [0, 1] (bit accuracy, verification / detection / query rates): the t interval is
   clipped to that range, and says so by never leaving it;
 * removal (`removal/*`, and the utility-qualified `removal_useful/*`: a removal that counts only where the
-  model is still useful at that checkpoint): an interval-censored time, summarised by its median's bracket
+  model is still useful at that checkpoint, against the watermarked model; `removal_useful_base/*` against the
+  base model): an interval-censored time, summarised by its median's bracket
   (`median_low`, `median`] and the exact order-statistic interval with its coverage (`bench.analysis.survival`), never by
   a mean; seeds whose mark was not detected before the attack are counted apart (`n_not_marked`);
 * the attacked model's lower-tail and two-sided binomial p-values (`verify/attacked/p_lower`, `.../p_two_sided`:
@@ -35,7 +36,8 @@ from bench.analysis.survival import interval_median, tails
 
 LABELS = list(GROUPS)  # model, data, method, attack, metrics: the columns that name a row
 CENSORED = ("steps_to_removal", "removal_budget", "removal/lower", "removal/upper", "removal/event",
-            "removal_useful/step", "removal_useful/budget", "survived_within_budget")
+            "removal_useful/step", "removal_useful/budget", "survived_within_budget",
+            "removal_useful_base/step", "removal_useful_base/budget", "survived_within_budget_base")
 
 
 def identity_of(rec: dict) -> dict:
@@ -141,15 +143,17 @@ def fisher(ps: list[float]) -> float:
 def removal_intervals(recs: list[dict], prefix: str) -> list[dict] | None:
     """Each record's removal as an interval (lower, upper] with `event` (see `bench.analysis.survival`), for `removal` (the
     first checkpoint not detected) or `removal_useful` (the first one not detected *and* within the utility budget
-    there); None when a record lacks them or a budget is not a number."""
+    there, relative to the watermarked model) or `removal_useful_base` (the budget relative to the base model); None
+    when a record lacks them or a budget is not a number."""
     out = []
+    useful = prefix != "removal"
     for r in recs:
         m = r["metrics"]
-        if "removal/event" not in m or (prefix == "removal_useful" and "removal_useful/budget" not in m):
+        if "removal/event" not in m or (useful and f"{prefix}/budget" not in m):
             return None
         lower, upper, event = (m[f"removal/{k}"]["value"] for k in ("lower", "upper", "event"))
-        if prefix == "removal_useful" and lower is not None:  # a mark there before the attack
-            useful_at = m["removal_useful/budget"]["value"]
+        if useful and lower is not None:  # a mark there before the attack
+            useful_at = m[f"{prefix}/budget"]["value"]
             curve = [p["budget"] for p in (r.get("curves") or {}).get("robustness", [])]
             if useful_at is None:
                 lower, upper, event = (curve[-1] if curve else (lower if not event else None)), None, False
@@ -172,7 +176,7 @@ def _is_number(v) -> bool:
 
 
 def _removal(recs: list[dict], prefix: str) -> dict:
-    """The interval-censored removal columns (`removal` or `removal_useful`)."""
+    """The interval-censored removal columns (`removal`, `removal_useful` or `removal_useful_base`)."""
     intervals = removal_intervals(recs, prefix)
     if intervals is None:
         return {}
@@ -221,6 +225,7 @@ def summarise(recs: list[dict]) -> dict:
                 t_interval(vals, bounds_of(name))
     out.update(_removal(recs, "removal"))
     out.update(_removal(recs, "removal_useful"))
+    out.update(_removal(recs, "removal_useful_base"))
     out.update(evidence_tails(recs))
     return out
 

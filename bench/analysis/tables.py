@@ -96,7 +96,8 @@ def markdown(df: pd.DataFrame, directions: dict) -> str:
 
 def survival_matrix(records: list[dict]) -> pd.DataFrame:
     """Attacks x methods, per model / data / metric settings: the removal over seeds (Kaplan-Meier median and
-    interval in the attack's budget units), the removal within the utility budget, and the attacker's utility
+    interval in the attack's budget units), the removal within the utility budget (relative to the watermarked model;
+    the count against the base model beside it, where records have it), and the attacker's utility
     at the last checkpoint (owner-domain loss ratio, attacker gain, FID change) as means over seeds."""
     cells = group_records(records, ("model", "data", "metrics", "attack", "method"),
                           lambda r: r["status"] == "complete" and "removal/event" in r.get("metrics", {}))
@@ -112,7 +113,12 @@ def survival_matrix(records: list[dict]) -> pd.DataFrame:
         elif useful is not None:  # the verdict: removals that leave a useful model at that checkpoint
             any_removal = interval_median(every)
             text = (f"within the utility budget: {describe_interval(interval_median(useful), unit)} "
-                    f"(any removal: {any_removal['n_removed']}/{any_removal['n']})")
+                    f"(any removal: {any_removal['n_removed']}/{any_removal['n']}")
+            base = removal_intervals(recs, "removal_useful_base")
+            if base is not None:  # the same budget against the base model the owner started from
+                against_base = interval_median(base)
+                text += f"; within the budget against the base model: {against_base['n_removed']}/{against_base['n']}"
+            text += ")"
         else:
             text = describe_interval(interval_median(every), unit)
         lower = evidence_tails(recs).get("verify/attacked/p_lower/fisher")

@@ -49,6 +49,7 @@ class EvalContext:
     watermarked: ModelRef
     attacked: list[ModelRef]          # the attack's checkpoints on the watermarked model, by step
     null_attacked: list[ModelRef]     # the same attack's checkpoints on the base model
+    collectors: dict = field(default_factory=dict)  # the run's collectors by name (set by the evaluate stage)
     _models: dict = field(default_factory=dict)
 
     def weights(self, ref: ModelRef) -> tuple:
@@ -91,7 +92,8 @@ def metric(value, higher_is_better: bool | None) -> dict:
 
 class Collector(ABC):
     """Base class: `compute(ctx)` returns {"metrics": {name: metric(...)}, "curves": {name: [...]}}; then, once
-    every collector has computed, `finalise(metrics, curves)` may derive more metrics from all of them."""
+    every collector has computed, `finalise(metrics, curves, ctx)` may derive more metrics from all of them (and
+    compute more through `ctx`, e.g. another collector's figure at one more model: `ctx.collectors`)."""
 
     name: ClassVar[str] = "base"
     version: ClassVar[str] = "1"
@@ -104,7 +106,7 @@ class Collector(ABC):
     def compute(self, ctx: EvalContext) -> dict:
         """This collector's metrics and curves for the models in `ctx`."""
 
-    def finalise(self, metrics: dict, curves: dict) -> dict:
+    def finalise(self, metrics: dict, curves: dict, ctx: EvalContext | None = None) -> dict:
         """Metrics derived from every collector's results (merged `metrics` and `curves`); none by default."""
         return {}
 

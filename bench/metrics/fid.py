@@ -42,7 +42,8 @@ class FID(Collector):
         stats = np.load(art.path / "stats.npz")
         return stats["mu"], stats["sigma"]
 
-    def _fid(self, ctx: EvalContext, ref: ModelRef) -> float:
+    def fid(self, ctx: EvalContext, ref: ModelRef) -> float:
+        """FID of `ref`'s images (cached per model, settings, seed and data)."""
         key = {"model": ref.address, "settings": self.settings(), "seed": ctx.seed, "data": ctx.data_key}
 
         def compute() -> dict:
@@ -53,5 +54,5 @@ class FID(Collector):
 
     def compute(self, ctx: EvalContext) -> dict:
         roles = {"base": ctx.base, "watermarked": ctx.watermarked, "attacked": ctx.attacked[-1]}
-        return {"metrics": {f"fid/{role}": metric(self._fid(ctx, ref), False) for role, ref in roles.items()},
+        return {"metrics": {f"fid/{role}": metric(self.fid(ctx, ref), False) for role, ref in roles.items()},
                 "curves": {}}

@@ -9,11 +9,20 @@ by the seed (common random numbers, so checkpoints differ only by their weights)
   (`data.attacker_holdout`) – what the attacker fine-tunes for. `attacker_gain` is
   1 - attacker_loss / attacker_loss(watermarked): the fraction of its loss the attack removed.
 
-A removal counts only inside the **utility budget**: at the checkpoint where the mark is first
-not detected, owner_loss <= `max_owner_loss_ratio` x the watermarked model's, and, at the final
-checkpoint (where FID is measured, when the FID collector runs), FID <= the watermarked model's
-FID + `max_fid_increase`. `finalise` turns the robustness curve (from `verification`) and these
-losses into `removal_useful/*` (the first removal within budget) and `utility/attacked/useful`.
+A removal counts only inside the **utility budget**, checked at the checkpoint where the mark is
+first not detected (the removal checkpoint), relative to the watermarked model:
+
+* owner_loss <= `max_owner_loss_ratio` x the watermarked model's, and
+* when the FID collector runs, FID <= the watermarked model's FID + `max_fid_increase`, with FID
+  measured *at that checkpoint* (one more FID for a removal before the final checkpoint; if it
+  fails, the next undetected checkpoint within the loss budget is tried, and so on).
+
+`finalise` turns the robustness curve (from `verification`) and these figures into
+`removal_useful/*` (the first removal within budget), `survived_within_budget` and
+`utility/attacked/useful` (the final checkpoint within budget). The same verdict relative to the
+**base model** (owner_loss and FID against the unmarked model's) is `removal_useful_base/*` and
+`survived_within_budget_base`: an attacker who only needs a model as good as the public one the
+owner started from.
 """
 from __future__ import annotations
 
@@ -28,7 +37,7 @@ class Utility(Collector):
     name = "utility"
     headline = (("utility/attacked/owner_loss_ratio", "owner loss ratio"),
                 ("utility/attacked/attacker_gain", "attacker gain"))
-    version = "1"
+    version = "1"  # the cached losses are unchanged; the budget (finalise) is applied afresh to every record
 
     def __init__(self, n_items: int = 256, batch: int = 128, max_owner_loss_ratio: float = 1.1,
                  max_fid_increase: float | None = 25.0):
@@ -71,52 +80,81 @@ class Utility(Collector):
 
         return ctx.cache.get_or_compute_json("utility", self.version, key, compute)[0]
 
-    def _curve(self, ctx: EvalContext, refs: list[ModelRef], reference: dict) -> list[dict]:
+    def _curve(self, ctx: EvalContext, refs: list[ModelRef], reference: dict, base: dict | None = None) -> list[dict]:
         points = []
         for ref in refs:
             v = self.losses(ctx, ref)
-            points.append({"step": ref.step, "budget": ref.budget, "budget_label": ref.budget_label, **v,
-                           "owner_loss_ratio": v["owner_loss"] / reference["owner_loss"],
-                           "attacker_gain": 1 - v["attacker_loss"] / reference["attacker_loss"],
-                           "useful": v["owner_loss"] <= self.max_owner_loss_ratio * reference["owner_loss"]})
+            point = {"step": ref.step, "budget": ref.budget, "budget_label": ref.budget_label, **v,
+                     "owner_loss_ratio": v["owner_loss"] / reference["owner_loss"],
+                     "attacker_gain": 1 - v["attacker_loss"] / reference["attacker_loss"],
+                     "useful": v["owner_loss"] <= self.max_owner_loss_ratio * reference["owner_loss"]}
+            if base is not None:
+                point["owner_loss_ratio_base"] = v["owner_loss"] / base["owner_loss"]
+                point["useful_base"] = v["owner_loss"] <= self.max_owner_loss_ratio * base["owner_loss"]
+            points.append(point)
         return points
 
     def compute(self, ctx: EvalContext) -> dict:
         wm, base = self.losses(ctx, ctx.watermarked), self.losses(ctx, ctx.base)
-        curve = self._curve(ctx, ctx.attacked, wm)
-        null_curve = self._curve(ctx, ctx.null_attacked, base)
+        curve = self._curve(ctx, ctx.attacked, wm, base)
+        null_curve = self._curve(ctx, ctx.null_attacked[-1:], base)  # the final checkpoint: all a figure reads
         final = curve[-1]
         out = {"utility/base/owner_loss": metric(base["owner_loss"], False),
                "utility/watermarked/owner_loss": metric(wm["owner_loss"], False),
+               "utility/watermarked/owner_loss_ratio_base": metric(wm["owner_loss"] / base["owner_loss"], None),
                "utility/watermarked/attacker_loss": metric(wm["attacker_loss"], False),
                "utility/attacked/owner_loss": metric(final["owner_loss"], False),
                "utility/attacked/owner_loss_ratio": metric(final["owner_loss_ratio"], False),
+               "utility/attacked/owner_loss_ratio_base": metric(final["owner_loss_ratio_base"], False),
                "utility/attacked/attacker_loss": metric(final["attacker_loss"], False),
                "utility/attacked/attacker_gain": metric(final["attacker_gain"], True),
                "utility/null_attacked/attacker_gain": metric(null_curve[-1]["attacker_gain"], None)}
         return {"metrics": out, "curves": {"utility": curve, "utility_null": null_curve}}
 
-    def finalise(self, metrics: dict, curves: dict) -> dict:
-        """Removal within the utility budget, from the robustness curve and the utility curve (and FID)."""
+    def _fid_ok(self, fid: float | None, reference: float | None) -> bool | None:
+        if fid is None or reference is None:
+            return None
+        return self.max_fid_increase is None or fid <= reference + self.max_fid_increase
+
+    def finalise(self, metrics: dict, curves: dict, ctx: EvalContext | None = None) -> dict:
+        """Removal within the utility budget at the removal checkpoint, from the robustness curve, the utility curve
+        and FID (measured at each candidate checkpoint through the FID collector, when the run has one)."""
         value = lambda k: metrics.get(k, {}).get("value")  # noqa: E731
-        fid_wm, fid_att = value("fid/watermarked"), value("fid/attacked")
-        fid_ok = None
-        if fid_wm is not None and fid_att is not None:
-            fid_ok = self.max_fid_increase is None or fid_att <= fid_wm + self.max_fid_increase
+        fid_wm, fid_base, fid_att = value("fid/watermarked"), value("fid/base"), value("fid/attacked")
+        fid_collector = (ctx.collectors.get("fid") if ctx is not None else None) if fid_wm is not None else None
+        points = {p["step"]: p for p in curves["utility"]}
+        last = curves["utility"][-1]["step"]
+        fids = {last: fid_att} if fid_att is not None else {}
+
+        def fid_at(step) -> float | None:
+            if step not in fids and fid_collector is not None:
+                ref = next(r for r in ctx.attacked if r.step == step)
+                fids[step] = fid_collector.fid(ctx, ref)
+            return fids.get(step)
+
         out = {}
-        if fid_ok is not None:
+        if fid_att is not None and fid_wm is not None:
             out["utility/attacked/fid_increase"] = metric(fid_att - fid_wm, False)
-        final_useful = curves["utility"][-1]["useful"] and fid_ok is not False
-        out["utility/attacked/useful"] = metric(final_useful, True)
+        out["utility/attacked/useful"] = metric(points[last]["useful"] and self._fid_ok(fid_att, fid_wm) is not False,
+                                                True)
         robustness = curves.get("robustness")
         if not robustness:  # no verifier (method=none)
             return out
-        useful = {p["step"]: p["useful"] for p in curves["utility"]}
-        last = robustness[-1]["step"]
-        hits = [p for p in robustness
-                if not p["detected"] and useful[p["step"]] and (p["step"] != last or fid_ok is not False)]
-        first = hits[0] if hits else None
-        out["removal_useful/step"] = metric(first["step"] if first else None, True)
-        out["removal_useful/budget"] = metric(first["budget"] if first else None, True)
-        out["survived_within_budget"] = metric(first is None, True)
+        for suffix, useful_key, fid_reference in (("", "useful", fid_wm), ("_base", "useful_base", fid_base)):
+            first = None
+            for p in robustness:
+                if p["detected"] or not points[p["step"]].get(useful_key, False):
+                    continue
+                fid = fid_at(p["step"]) if fid_reference is not None else None
+                if self._fid_ok(fid, fid_reference) is not False:
+                    first = {**p, "fid": fid}
+                    break
+            out[f"removal_useful{suffix}/step"] = metric(first["step"] if first else None, True)
+            out[f"removal_useful{suffix}/budget"] = metric(first["budget"] if first else None, True)
+            if suffix == "":
+                out["removal_useful/fid_increase"] = metric(
+                    None if first is None or first["fid"] is None else first["fid"] - fid_wm, None)
+            out[f"survived_within_budget{suffix}"] = metric(first is None, True)
+        for step, fid in sorted(fids.items()):
+            points[step]["fid"] = fid  # the utility curve shows every FID measured along it
         return out

@@ -119,14 +119,16 @@ def run(cfg: DictConfig, the_plan: dict | None = None) -> dict:
         with timed(timings, "attack") as t:
             card = method.card(config["method"])  # what the attacker may know of the method (never the key)
             attacked, built = attack_stage(cache, world, marked, attack, config["attack"], config["data"], card)
+            start = time.perf_counter()  # the same attack on the unmarked model (shared by every method of a seed)
             null_attacked, null_built = attack_stage(cache, world, ModelRef(world.address), attack, config["attack"],
                                                      config["data"], card)
-            t["built"] = built or null_built
-        with timed(timings, "evaluate"):
+            t["built"], t["null_seconds"] = built or null_built, round(time.perf_counter() - start, 3)
+        with timed(timings, "evaluate") as t:
             ctx = EvalContext(world=world, method=method, key=key, key_address=key_address, cache=cache, seed=cfg.seed,
                               data_key=config["data"], base=null_attacked[0], watermarked=marked,
                               attacked=attacked, null_attacked=null_attacked)
-            metrics, curves = evaluate_stage(ctx, collectors)
+            t["collectors"] = {}
+            metrics, curves = evaluate_stage(ctx, collectors, t["collectors"])
             write_grid(ctx, path.parent)  # samples.png beside the record (the HTML report shows it)
             models = {"base": ctx.base.address, "watermarked": marked.address, "attacked": attacked[-1].address}
             record["models"] = {"watermarked": _ref(marked, cache), "checkpoints": [_ref(r, cache) for r in attacked],

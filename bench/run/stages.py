@@ -165,16 +165,21 @@ def embed_seconds(ref: ModelRef) -> float | None:
     return json.loads((ref.weights.parent / "embed.json").read_text())["seconds"]
 
 
-def evaluate_stage(ctx: EvalContext, collectors: dict) -> tuple[dict, dict]:
+def evaluate_stage(ctx: EvalContext, collectors: dict, seconds: dict | None = None) -> tuple[dict, dict]:
     """Run every collector, then every collector's `finalise` (verdicts derived from all collectors' results, e.g.
-    the utility budget; nothing by default); return (metrics, curves) merged over collectors."""
+    the utility budget; nothing by default); return (metrics, curves) merged over collectors. `seconds`, if given,
+    receives each collector's wall time (the record keeps it: where a run's evaluation goes)."""
     metrics, curves = {}, {}
+    ctx.collectors = dict(collectors)
     for name, collector in collectors.items():
         start = time.perf_counter()
         out = collector.compute(ctx)
         metrics.update(out["metrics"])
         curves.update(out["curves"])
-        log.info("metric %s: %.1f s", name, time.perf_counter() - start)
+        took = time.perf_counter() - start
+        if seconds is not None:
+            seconds[name] = round(took, 3)
+        log.info("metric %s: %.1f s", name, took)
     for collector in collectors.values():
-        metrics.update(collector.finalise(metrics, curves))
+        metrics.update(collector.finalise(metrics, curves, ctx))
     return metrics, curves

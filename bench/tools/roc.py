@@ -195,7 +195,7 @@ def null_quality(rec: dict, cache, world, nulls: list[tuple[str, object, object]
                           data_key=rec["config"]["data"], base=ref, watermarked=ref, attacked=[], null_attacked=[])
         loss = util.losses(ctx, ref)
         rows.append({"role": role, "model": ref.address, "owner_loss": loss["owner_loss"],
-                     "attacker_loss": loss["attacker_loss"], "fid": fid._fid(ctx, ref)})
+                     "attacker_loss": loss["attacker_loss"], "fid": fid.fid(ctx, ref)})
     return pd.DataFrame(rows)
 
 
