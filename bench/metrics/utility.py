@@ -37,7 +37,7 @@ class Utility(Collector):
     name = "utility"
     headline = (("utility/attacked/owner_loss_ratio", "owner loss ratio"),
                 ("utility/attacked/attacker_gain", "attacker gain"))
-    version = "1"  # the cached losses are unchanged; the budget (finalise) is applied afresh to every record
+    version = "2"  # 2: the budget at the removal checkpoint with FID measured there, and against the base model
 
     def __init__(self, n_items: int = 256, batch: int = 128, max_owner_loss_ratio: float = 1.1,
                  max_fid_increase: float | None = 25.0):
