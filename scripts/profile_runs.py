@@ -42,11 +42,11 @@ OPERATION = [
     (r"clip_score\.py", "CLIP features"),
     (r"^decode \(.*autoencoder", "VAE decode"), (r"^encode \(.*autoencoder", "VAE encode"),
     (r"^generate \(.*bench/diffusion\.py", "sampling loop (UNet)"),
-    (r"^(optimise|train|step) \(", "training step"), (r"backward", "training step"),
     (r"^denoising_loss \(", "held-out denoising loss"),
     (r"safetensors|load_state_dict|save_file|load_file", "weights I/O"),
     (r"^<module> \(|_find_and_load|_call_with_frames_removed", "start-up and imports"),
 ]
+TRAINING = r"^optimise \(.*bench/training\.py"  # anything under the shared training loop is a training step
 
 
 def classify(stack: list[str]) -> tuple[str, str]:
@@ -59,8 +59,8 @@ def classify(stack: list[str]) -> tuple[str, str]:
                 break
         if where != "other":
             break
-    op = "other"
-    for frame in reversed(stack):  # innermost first
+    op = "training step (forward, backward, AdamW)" if any(re.search(TRAINING, f) for f in stack) else "other"
+    for frame in reversed(stack if op == "other" else []):  # innermost first
         for pattern, name in OPERATION:
             if re.search(pattern, frame):
                 op = name
@@ -82,7 +82,8 @@ def read_raw(path: Path) -> collections.Counter:
     return counts
 
 
-def run_one(attack: str, args, extra: list[str]) -> dict:
+def run_one(attack: str, args, extra: list[str]) -> None:
+    """One profiled run: `<out>/<attack>.raw` (py-spy) and `<out>/<attack>.wall` (seconds), its record in the results."""
     results = args.out / "results"
     cmd = [sys.executable, "-m", "bench", "model=tiny", f"method={args.method}", f"attack={attack}", f"seed={args.seed}",
            f"paths.results_dir={results}", f"paths.cache_dir={args.cache}", *extra]
@@ -91,16 +92,23 @@ def run_one(attack: str, args, extra: list[str]) -> dict:
     start = time.perf_counter()
     proc = subprocess.run([args.py_spy, "record", "--rate", str(args.rate), "--format", "raw", "--nonblocking",
                            "-o", str(raw), "--", *cmd], cwd=ROOT, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - start
+    (args.out / f"{attack}.wall").write_text(f"{time.perf_counter() - start:.1f}\n")
     if proc.returncode != 0:
         raise SystemExit(f"error: {attack}: exit {proc.returncode}\n{proc.stderr[-3000:]}")
+
+
+def figures(attack: str, args) -> dict:
+    """The figures of one profiled run, from its raw samples and its record."""
+    results, raw = args.out / "results", args.out / f"{attack}.raw"
+    wall = float((args.out / f"{attack}.wall").read_text()) if (args.out / f"{attack}.wall").exists() else None
+    env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     records = sorted((results / "records").glob(f"*{args.method}*{attack}*/record.json"),
                      key=lambda p: p.stat().st_mtime)
     record = json.loads(records[-1].read_text()) if records else {}
     samples = read_raw(raw)
     total = sum(samples.values()) or 1
     t = record.get("timings", {})
-    return {"attack": attack, "method": args.method, "seed": args.seed, "wall_seconds": round(wall, 1),
+    return {"attack": attack, "method": args.method, "seed": args.seed, "wall_seconds": wall,
             "stages": {k: v.get("seconds") for k, v in t.items()},
             "null_attack_seconds": t.get("attack", {}).get("null_seconds"),
             "collectors": t.get("evaluate", {}).get("collectors", {}),
@@ -129,16 +137,19 @@ def main() -> None:
     ap.add_argument("--attacks", nargs="+", default=["none", "full_ft"])
     ap.add_argument("--rate", type=int, default=20, help="py-spy samples per second")
     ap.add_argument("--json", type=Path, help="write every run's figures here")
+    ap.add_argument("--no-run", action="store_true", help="only read the figures of runs already in OUT")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = ap.parse_args()
     args.cache = args.cache or args.out / "cache"
     args.py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(args.py_spy).exists():
+    if not args.no_run and not Path(args.py_spy).exists():
         raise SystemExit("error: py-spy is not installed: `pip install py-spy`, then run this again.")
     args.out.mkdir(parents=True, exist_ok=True)
     figures = []
     for attack in args.attacks:
-        fig = run_one(attack, args, args.overrides)
+        if not args.no_run:
+            run_one(attack, args, args.overrides)
+        fig = figures(attack, args)
         show(fig)
         figures.append(fig)
         if args.json:
