@@ -145,15 +145,15 @@ def main() -> None:
     if not args.no_run and not Path(args.py_spy).exists():
         raise SystemExit("error: py-spy is not installed: `pip install py-spy`, then run this again.")
     args.out.mkdir(parents=True, exist_ok=True)
-    figures = []
+    done = []
     for attack in args.attacks:
         if not args.no_run:
             run_one(attack, args, args.overrides)
         fig = figures(attack, args)
         show(fig)
-        figures.append(fig)
+        done.append(fig)
         if args.json:
-            args.json.write_text(json.dumps(figures, indent=1))
+            args.json.write_text(json.dumps(done, indent=1))
 
 
 if __name__ == "__main__":

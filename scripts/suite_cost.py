@@ -6,20 +6,19 @@
 Inputs:
 * `--before` / `--after`: `scripts/profile_runs.py --json` figures of the same runs (one method, one seed, one run
   per attack kind, one thread each) made with the old and the new code on one machine, side by side;
-* `--records`: committed records (their stage timings: what each (method, attack) cell cost with the code that
-  made them, on one thread).
+* `--records`: committed records, for what the fresh runs cannot give: how much more or less each *method*
+  costs than the profiled one (the median over attacks of its cell's stage seconds over the profiled method's,
+  per stage), and each method's embedding seconds.
 
 The model, stated:
 * the suite is every `conf/method` x every `conf/attack` but `none` (the tiny_suite experiment) x `--seeds`;
-* a cell (method, attack, seed) costs its attack on the watermarked model plus its evaluation: the records'
-  median for that cell where there are records, else the fresh `--before` run of the attack's kind; each attack's
-  run on the unmarked model (the null model) is paid once per (attack, seed), shared by the methods; each
-  embedding once per (method, seed);
-* after = before x the measured after/before ratio of the attack's kind, per part (attack, null attack,
-  evaluate), from the side-by-side runs. Kinds: an attack with its own fresh pair uses it; the others use
-  the pair named in KIND.
+* a cell (method, attack, seed) costs its attack on the watermarked model plus its evaluation: the fresh run of
+  the attack's kind (the attack itself, or the one KIND names) times the method's factor per stage; the attack
+  on the unmarked model (the null model) is paid once per (attack, seed), shared by the methods; each embedding
+  once per (method, seed);
+* before and after use the same factors and counts: only the fresh runs differ.
 
-Prints one table per part and the totals; `--write` puts them into the file between
+Prints the side-by-side runs and the totals; `--write` puts them into the file between
 `<!-- suite-cost: begin -->` and `<!-- suite-cost: end -->`.
 """
 from __future__ import annotations
@@ -57,7 +56,9 @@ def parts(fig: dict) -> dict:
     return {"attack": attack - null, "null": null, "evaluate": st.get("evaluate") or 0.0}
 
 
-def record_cells(records: Path) -> dict:
+def record_cells(records: Path) -> tuple[dict, dict]:
+    """Median (attack on the watermarked model, evaluate) seconds per (method, attack) cell, and each method's median
+    embedding seconds, from the records."""
     cells = defaultdict(lambda: defaultdict(list))
     embeds = defaultdict(list)
     for f in records.glob("*/record.json"):
@@ -68,9 +69,8 @@ def record_cells(records: Path) -> dict:
         e = (r.get("metrics", {}).get("embed_seconds") or {}).get("value")
         if e:
             embeds[r["method"]].append(e)
-        if t.get("evaluate", {}).get("seconds") is None:
+        if t.get("evaluate", {}).get("seconds") is None or t.get("attack", {}).get("built") is False:
             continue
-        # a record's attack stage may include the null model's attack (the first method of a seed pays it)
         null = t.get("attack", {}).get("null_seconds")
         attack = t.get("attack", {}).get("seconds") or 0.0
         cells[r["method"], r["attack"]]["attack"].append(attack - null if null is not None else attack)
@@ -79,51 +79,57 @@ def record_cells(records: Path) -> dict:
     return med, {m: statistics.median(v) for m, v in embeds.items()}
 
 
-def estimate(methods, attacks, seeds, before: dict, after: dict, cells: dict, embeds: dict) -> dict:
-    def pair(attack):
-        name = attack if attack in before and attack in after else KIND.get(attack, "full_ft")
-        return parts(before[name]), parts(after[name]), name
+def method_factors(cells: dict, methods: list[str], profiled: str) -> dict:
+    """Per method and stage: the median over attacks of its cell's seconds over the profiled method's (1 without
+    records to compare; the profiled method is 1)."""
+    out = {}
+    for m in methods:
+        out[m] = {}
+        for part in ("attack", "evaluate"):
+            ratios = [cells[m, a][part] / cells[profiled, a][part] for (mm, a) in cells
+                      if mm == m and (profiled, a) in cells and cells[profiled, a][part] > 1]
+            out[m][part] = statistics.median(ratios) if ratios else 1.0
+    return out
 
-    total = {"before": defaultdict(float), "after": defaultdict(float)}
-    rows = []
+
+def estimate(methods, attacks, seeds, runs_: dict, factors: dict, embeds: dict) -> dict:
+    total = defaultdict(float)
     for attack in attacks:
-        b, a, name = pair(attack)
-        ratio = {p: (a[p] / b[p] if b[p] else 1.0) for p in b}
-        null_before = b["null"]  # the null attack: once per (attack, seed), measured fresh
-        total["before"]["null attack"] += seeds * null_before
-        total["after"]["null attack"] += seeds * null_before * ratio["null"]
+        name = attack if attack in runs_ else KIND.get(attack, "full_ft")
+        p = parts(runs_[name])
+        total["null attack"] += seeds * p["null"]
         for method in methods:
-            cell = cells.get((method, attack))
-            src = "records" if cell else f"fresh {name}"
-            cell = cell or {"attack": b["attack"], "evaluate": b["evaluate"]}
-            for p in ("attack", "evaluate"):
-                total["before"][p] += seeds * cell[p]
-                total["after"][p] += seeds * cell[p] * ratio[p]
-            rows.append((method, attack, src, cell["attack"], cell["evaluate"],
-                         cell["attack"] * ratio["attack"] + cell["evaluate"] * ratio["evaluate"]))
+            for part in ("attack", "evaluate"):
+                total[part] += seeds * p[part] * factors[method][part]
     fallback = statistics.median(embeds.values()) if embeds else 0.0
     for method in methods:
-        e = embeds.get(method, 0.0 if method == "none" else fallback)
-        total["before"]["embed"] += seeds * e
-        total["after"]["embed"] += seeds * e
-    return {"total": total, "rows": rows}
+        total["embed"] += seeds * embeds.get(method, 0.0 if method == "none" else fallback)
+    return total
 
 
-def render(est: dict, before: dict, after: dict, seeds: int, n_methods: int, n_attacks: int) -> str:
-    t = est["total"]
+def render(before_total: dict, after_total: dict, before: dict, after: dict, factors: dict, seeds: int,
+           n_methods: int, n_attacks: int) -> str:
     h = lambda s: s / 3600  # noqa: E731
-    lines = ["| attack kind (fresh run) | before: attack / null attack / evaluate (s) | after (s) | evaluate after / before |",
+    lines = ["| fresh run (one thread) | before: attack / null attack / evaluate (s) | after (s) | evaluate after / before |",
              "|---|---|---|---|"]
     for name in sorted(set(before) & set(after)):
         b, a = parts(before[name]), parts(after[name])
-        lines.append(f"| `{name}` ({before[name]['method']}, seed {before[name]['seed']}) | {b['attack']:.0f} / "
+        lines.append(f"| `{before[name]['method']}` x `{name}` (seed {before[name]['seed']}) | {b['attack']:.0f} / "
                      f"{b['null']:.0f} / {b['evaluate']:.0f} | {a['attack']:.0f} / {a['null']:.0f} / {a['evaluate']:.0f} | "
                      f"{(a['evaluate'] / b['evaluate'] if b['evaluate'] else float('nan')):.2f} |")
-    lines += ["", f"Suite: {n_methods} methods x {n_attacks} attacks x {seeds} seeds, one thread per run.", "",
+    lines += ["", "Where the new code's time goes (py-spy samples as 'where: operation', the five largest shares per run):",
+              "", "| run | wall (s) | largest shares |", "|---|---|---|"]
+    for name in sorted(after):
+        shares = "; ".join(f"{k.replace(' | ', ': ')} {v:.0%}" for k, v in list(after[name]["shares"].items())[:5])
+        lines.append(f"| `{after[name]['method']}` x `{name}` | {after[name]['wall_seconds']:.0f} | {shares} |")
+    lines += ["", "Method factors from the records (median over attacks of the cell's seconds over the profiled "
+              "method's): " + ", ".join(f"{m} {f['attack']:.2f} / {f['evaluate']:.2f}" for m, f in factors.items()) +
+              " (attack / evaluate).", "",
+              f"Suite: {n_methods} methods x {n_attacks} attacks x {seeds} seeds, one thread per run.", "",
               "| part | before (core-hours) | after (core-hours) |", "|---|---|---|"]
     for part in ("embed", "attack", "null attack", "evaluate"):
-        lines.append(f"| {part} | {h(t['before'][part]):.1f} | {h(t['after'][part]):.1f} |")
-    lines.append(f"| **total** | **{h(sum(t['before'].values())):.1f}** | **{h(sum(t['after'].values())):.1f}** |")
+        lines.append(f"| {part} | {h(before_total[part]):.1f} | {h(after_total[part]):.1f} |")
+    lines.append(f"| **total** | **{h(sum(before_total.values())):.1f}** | **{h(sum(after_total.values())):.1f}** |")
     return "\n".join(lines) + "\n"
 
 
@@ -137,9 +143,12 @@ def main() -> None:
     args = ap.parse_args()
     methods, attacks = suite(ROOT / "conf")
     before, after = runs(args.before), runs(args.after)
+    profiled = next(iter(before.values()))["method"]
     cells, embeds = record_cells(args.records)
-    est = estimate(methods, attacks, args.seeds, before, after, cells, embeds)
-    text = render(est, before, after, args.seeds, len(methods), len(attacks))
+    factors = method_factors(cells, methods, profiled)
+    text = render(estimate(methods, attacks, args.seeds, before, factors, embeds),
+                  estimate(methods, attacks, args.seeds, after, factors, embeds), before, after, factors, args.seeds,
+                  len(methods), len(attacks))
     print(text)
     if args.write:
         doc = args.write.read_text()
