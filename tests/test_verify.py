@@ -119,8 +119,8 @@ def test_export_gives_the_same_verdict(embed, verify, marked, tmp_path):
     from bench.tools.verify import main
     assert main(["export", str(embed), str(tmp_path / "key")]) == 0
     files = sorted(str(p.relative_to(tmp_path / "key")) for p in (tmp_path / "key").rglob("*") if p.is_file())
-    assert files == ["data.json", "export.json", "key/key.safetensors", "key/key_meta.json", "method.json",
-                     "world.json"]  # never the watermarked weights
+    assert files == ["commitment.json", "data.json", "export.json", "key/key.safetensors", "key/key_meta.json",
+                     "key/opening.json", "method.json", "world.json"]  # never the watermarked weights
     meta = json.loads((tmp_path / "key" / "export.json").read_text())
     assert meta["format"] == 1 and meta["embed_address"] == embed.name and meta["seed"] == 0 and meta["date"]
     result = ok(verify(tmp_path / "key", embed / "unet.safetensors", "--out", tmp_path / "e.json"), tmp_path / "e.json")
@@ -184,6 +184,8 @@ def test_key_that_fails_inside_the_verifier_is_refused(embed, base_file, tmp_pat
     """With the static check off, a key lacking what verify reads fails there and is still one paragraph."""
     from bench.tools.verify import export, main
     export(embed, tmp_path / "k")
+    for name in ("commitment.json", "key/opening.json"):  # an uncommitted key (an edited committed one stops earlier)
+        (tmp_path / "k" / name).unlink()
     meta = json.loads((tmp_path / "k" / "key" / "key_meta.json").read_text())
     (tmp_path / "k" / "key" / "key_meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "grid"}))
     monkeypatch.setattr("methods.watermarkdm.TriggerBackdoor.key_meta", ())  # past the key check: the verifier itself refuses

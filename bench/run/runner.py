@@ -23,7 +23,8 @@ from bench.metrics.base import EvalContext, ModelRef
 from bench.identity import check_label_collisions, keep_defaults, plan, without_labels
 from bench.record import load_records, provenance, read_record, record_path, write_record
 from bench.run.samples import write_grid
-from bench.run.stages import attack_stage, embed_seconds, embed_stage, evaluate_stage, key_folder, world_stage
+from bench.run.stages import (attack_stage, embed_seconds, embed_stage, evaluate_stage, key_commitment, key_folder,
+                               world_stage)
 from bench.world.base import resolve_device
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,8 @@ def run(cfg: DictConfig, the_plan: dict | None = None) -> dict:
             marked, key, key_address, t["built"] = embed_stage(cache, world, method, config["method"], cfg.seed,
                                                                config["data"])
             folder = key_folder(cache, key_address)
-            record["key"] = {"address": key_address, "folder": str(folder) if folder else None}
+            record["key"] = {"address": key_address, "folder": str(folder) if folder else None,
+                             "commitment": key_commitment(folder)}
         with timed(timings, "attack") as t:
             card = method.card(config["method"])  # what the attacker may know of the method (never the key)
             attacked, built = attack_stage(cache, world, marked, attack, config["attack"], config["data"], card)

@@ -1,6 +1,7 @@
 """The cached stages: world, embed, attack, evaluate. Each returns what the next one reads."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from bench.cache import Cache, address_of, weights_digest
+from bench.cache import Cache, address_of, files_digest, weights_digest
+from bench.commitment import commit
 from bench.diffusion import GEN_BATCH
 from bench.errors import ConfigError
 from bench.metrics.base import EvalContext, ModelRef
@@ -108,12 +110,24 @@ def embed_stage(cache: Cache, world: World, method, method_cfg: dict, seed: int,
         unet = method.embed(world, key)
         write_weights(unet.state_dict(), tmp / "unet.safetensors")
         key.save(tmp / "key")
+        # the owner's public commitment to the key, made with the model (bench.commitment); its nonce stays with the key
+        nonce = hashlib.sha256(f"wmbench/commitment-nonce/{method.name}/{seed}".encode()).hexdigest()
+        (tmp / "key" / "opening.json").write_text(json.dumps({"nonce": nonce}))
+        (tmp / "commitment.json").write_text(json.dumps(
+            commit(key.tensors, key.meta, nonce, files_digest(tmp, [tmp / "unet.safetensors"])), indent=1))
         (tmp / "world.json").write_text(json.dumps({"address": world.address, "model": world.meta.get("model"),
                                                     "unet_config": dict(world.unet.config)}, indent=1, default=str))
         (tmp / "embed.json").write_text(json.dumps({"seconds": time.perf_counter() - start}))
 
     art = cache.get_or_build("embed", method.version, key_cfg, build)
     return ModelRef(art.address, art.path / "unet.safetensors"), Key.load(art.path / "key"), art.address, art.built
+
+
+def key_commitment(folder: Path | None) -> dict | None:
+    """The public commitment written beside a key at embedding (None: no key, or an embedding made before
+    commitments existed)."""
+    path = None if folder is None else folder.parent / "commitment.json"
+    return json.loads(path.read_text()) if path is not None and path.is_file() else None
 
 
 def key_folder(cache: Cache, key_address: str) -> Path | None:

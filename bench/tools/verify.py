@@ -27,6 +27,7 @@ import torch
 from omegaconf import OmegaConf
 
 from bench.cache import Cache, address_of, files_digest, write_json_atomic
+from bench.commitment import opens
 from bench.errors import CheckpointError, ConfigError
 from bench.run.runner import build
 from bench.run.stages import world_stage
@@ -104,7 +105,32 @@ def load_key_source(folder: Path) -> dict:
         address = address_of(card["stage"], card["version"], card["key"])
     elif address is not None:
         hex_address(address, "The key folder's embed_address", fix)
-    return {**src, "method": method, "data": data, "seed": seed, "address": address}
+    return {**src, "method": method, "data": data, "seed": seed, "address": address,
+            "commitment": read_commitment(folder, key, fix)}
+
+
+def read_commitment(folder: Path, key: Key, fix: str) -> dict | None:
+    """The key's commitment (`bench.commitment`), checked against the key: None when the folder has none (an
+    uncommitted key: nothing shows it existed before the suspect); a commitment that the key and its nonce do not
+    open, or one without its opening, is refused in one paragraph."""
+    path = folder / "commitment.json"
+    if not path.is_file():
+        return None
+    c = _read_json(path)
+    if not all(isinstance(c.get(k), str) for k in ("digest", "model_fingerprint", "committed_at")):
+        raise ConfigError(f"The key folder's commitment.json lacks a digest, model_fingerprint or committed_at "
+                          f"string. {fix}")
+    opening = folder / "key" / "opening.json"
+    nonce = _read_json(opening).get("nonce") if opening.is_file() else None
+    if not isinstance(nonce, str) or len(nonce) != 64 or any(ch not in "0123456789abcdef" for ch in nonce):
+        raise ConfigError(f"The key folder '{folder}' has a commitment but no valid opening (key/opening.json with "
+                          f"the 64-hex nonce): the commitment cannot be checked. Copy the whole folder, or {REEXPORT}.")
+    if not opens(c, key.tensors, key.meta, nonce):
+        raise ConfigError(f"The key in '{folder}' does not match its commitment (commitment.json, digest "
+                          f"{c['digest'][:16]}..., committed {c['committed_at']}): the key or its nonce was changed "
+                          f"after the commitment was published. A key is evidence only with the commitment made with "
+                          f"the model; use the key folder the owner published, unedited.")
+    return {k: c[k] for k in ("digest", "model_fingerprint", "committed_at")}
 
 
 def _not_this_method(name: str, folder: str, why: str) -> ConfigError:
@@ -298,7 +324,10 @@ def verify(args) -> dict:
     seed = args.seed if args.seed is not None else (src["seed"] if src["seed"] is not None else 0)
     s = summarise(run_verifier(method, world, unet, text_state, src, n_queries, seed), args.target_fpr)
     timings.update(verify=round(time.perf_counter() - t, 3), total=round(time.perf_counter() - start, 3))
+    commitment = {"status": "uncommitted"} if src["commitment"] is None else {"status": "committed",
+                                                                               **src["commitment"]}
     result = {"method": method.name, "key": {k: src[k] for k in ("folder", "kind", "address", "seed")},
+              "commitment": commitment,
               "suspect": str(suspect.resolve()), "suspect_kind": "file" if suspect.is_file() else "diffusers folder",
               "text_encoder": text_state is not None, "world": world.address, "n_queries": s["n_queries"],
               "target_fpr": args.target_fpr, "seed": seed, "p_value": s["p_value"], "detected": s["detected"],
@@ -317,8 +346,11 @@ def export(embed: Path, out: Path) -> Path:
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"  # renamed into place when complete
     try:
         (tmp / "key").mkdir(parents=True)
-        for name in ("key.safetensors", "key_meta.json"):  # the key's two files, nothing else the folder holds
-            shutil.copyfile(Path(src["folder"]) / "key" / name, tmp / "key" / name)
+        for name in ("key.safetensors", "key_meta.json", "opening.json"):  # the key and its commitment's nonce
+            if name != "opening.json" or src["commitment"] is not None:
+                shutil.copyfile(Path(src["folder"]) / "key" / name, tmp / "key" / name)
+        if src["commitment"] is not None:  # checked against the key by load_key_source
+            shutil.copyfile(Path(src["folder"]) / "commitment.json", tmp / "commitment.json")
         shutil.copy2(Path(src["folder"]) / "world.json", tmp / "world.json")
         meta = {"format": FORMAT, "embed_address": src["address"], "seed": src["seed"], "date": _now()}
         for name, obj in (("method", src["method"]), ("data", src["data"]), ("export", meta)):
@@ -339,8 +371,14 @@ def report(r: dict) -> str:
              f"verification rate {r['verification_rate']:.3f} ({s['matches']}/{s['n_queries']} queries match)")
     mantissa, exponent = f"{r['target_fpr']:e}".split("e")  # 1e-3, not 0.001
     fpr = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
-    return "\n".join([f"method:   {r['method']} (key {r['key']['folder']})", f"suspect:  {r['suspect']}",
-                      f"queries:  {r['n_queries']}, {score}", f"p-value:  {r['p_value']:.3g}",
+    c = r["commitment"]
+    committed = (f"committed {c['committed_at']} with the model {c['model_fingerprint'][:16]} (digest "
+                 f"{c['digest'][:16]}...): the key existed then" if c["status"] == "committed" else
+                 "UNCOMMITTED: no commitment shows that this key existed before the suspect (a key made from the "
+                 "suspect itself can verify on it)")
+    return "\n".join([f"method:   {r['method']} (key {r['key']['folder']})", f"key:      {committed}",
+                      f"suspect:  {r['suspect']}", f"queries:  {r['n_queries']}, {score}",
+                      f"p-value:  {r['p_value']:.3g}",
                       f"verdict:  {'DETECTED' if r['detected'] else 'not detected'} at FPR {fpr}",
                       f"written:  {r['out']}"])
 
