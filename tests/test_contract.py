@@ -73,7 +73,13 @@ def check_key_from_seed(e, world) -> None:
     a = method.make_key(e.seed, world)
     assert isinstance(a, Key)
     for name, tensor in a.tensors.items():
-        assert name in e.key.tensors and torch.equal(tensor, e.key.tensors[name]), name
+        assert name in e.key.tensors, name
+        stored = e.key.tensors[name]
+        if tensor.is_floating_point():  # encoded data (ActiveMark's holdout_x): the session's shared world encodes
+            # items in batches that depend on which tests ran before, which moves the last bits of a latent
+            assert torch.allclose(tensor, stored, rtol=1e-5, atol=1e-6), name
+        else:
+            assert torch.equal(tensor, stored), name
     assert {k: e.key.meta.get(k) for k in a.meta} == a.meta
     if method.verifiable:
         assert not same_key(a, method.make_key(e.seed + 1, world)), f"{method.name}: two seeds gave the same key"
