@@ -15,6 +15,7 @@ Each method is embedded once per session at test size (`embedded` in conftest.py
 from __future__ import annotations
 
 import json
+import math
 import textwrap
 from types import SimpleNamespace
 
@@ -66,6 +67,18 @@ def check_declarations(method) -> None:
         assert method.key_lacks(Key()), f"{method.name} declares nothing its verifier reads (key_tensors, key_meta)"
 
 
+def _close(a, b) -> bool:
+    """Equal, with floats compared to a relative 1e-5 (values computed from encoded data)."""
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=1e-5,
+                                                                                             abs_tol=1e-6)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    return a == b
+
+
 def check_key_from_seed(e, world) -> None:
     """The same seed gives the same key: a fresh `make_key(seed)` is what the harness stored for that seed (embedding
     may add to a key, e.g. a trained decoder, never change what the seed drew); another seed gives another key."""
@@ -80,7 +93,7 @@ def check_key_from_seed(e, world) -> None:
             assert torch.allclose(tensor, stored, rtol=1e-5, atol=1e-6), name
         else:
             assert torch.equal(tensor, stored), name
-    assert {k: e.key.meta.get(k) for k in a.meta} == a.meta
+    assert _close({k: e.key.meta.get(k) for k in a.meta}, a.meta), a.meta  # floats drawn from encoded data: 1e-5
     if method.verifiable:
         assert not same_key(a, method.make_key(e.seed + 1, world)), f"{method.name}: two seeds gave the same key"
 
