@@ -7,7 +7,9 @@ binding commitment to the key: `digest` = sha256 over a nonce and the key's cano
 name, dtype, shape and bytes, then its metadata as sorted JSON), with the time (UTC) and the fingerprint of the
 watermarked weights it was made for. The commitment hides the key (the nonce stays with the key until a dispute)
 and binds it (another key gives another digest). A dispute then compares times: a key whose commitment is
-younger than the suspect's publication proves nothing.
+younger than the suspect's publication proves nothing. The digest binds the key only: the time and the
+fingerprint beside it are as trustworthy as the place the commitment was published (a timestamping service,
+a public log), which the benchmark does not model; `verify` reports them as written.
 
 In the benchmark the nonce comes from the run's seed, as the key does, so that a run reproduces; an owner
 outside the benchmark keeps key and nonce secret. `commitment.json` (public) and `key/opening.json` (the nonce)
