@@ -125,7 +125,9 @@ def render(before_total: dict, after_total: dict, before: dict, after: dict, fac
     lines += ["", "Method factors from the records (median over attacks of the cell's seconds over the profiled "
               "method's): " + ", ".join(f"{m} {f['attack']:.2f} / {f['evaluate']:.2f}" for m, f in factors.items()) +
               " (attack / evaluate).", "",
-              f"Suite: {n_methods} methods x {n_attacks} attacks x {seeds} seeds, one thread per run.", "",
+              f"Suite: {n_methods} methods x {n_attacks} attacks x {seeds} seeds, one thread per run. Each fresh "
+              "figure is one run (n = 1 per code version and attack kind), so the totals carry no interval: a "
+              "difference of a few percent between before and after is within what one run can tell.", "",
               "| part | before (core-hours) | after (core-hours) |", "|---|---|---|"]
     for part in ("embed", "attack", "null attack", "evaluate"):
         lines.append(f"| {part} | {h(before_total[part]):.1f} | {h(after_total[part]):.1f} |")
