@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
+ENCODE_CHUNK = 16  # dataset items encoded together by EncodedDataset (a fixed composition: see there)
+ENCODING_VERSION = "2"  # EncodedDataset's batching; part of every world's address, so a change re-keys every stage
 GEN_BATCH = 16  # images per pipeline call by default (model.eval.gen_batch); also the noise chunk of `generate`
 
 
@@ -126,6 +128,12 @@ class EncodedDataset:
 
     Training loops draw the same small datasets thousands of times; encoding each image and
     caption once makes a CPU step cost one UNet pass. Captions are encoded once per distinct text.
+
+    An item's encoding never depends on what was encoded before it: images are encoded in fixed
+    chunks (items [k * ENCODE_CHUNK, (k + 1) * ENCODE_CHUNK), the whole chunk at once) and captions one
+    at a time, so the batch an item is computed in is always the same (on CPU a convolution's last bits
+    depend on the batch; before ENCODING_VERSION 2 the missing items of each request were encoded
+    together, and a stage's inputs depended on which stages ran before it in the process).
     """
 
     def __init__(self, pipe, dataset):
@@ -136,18 +144,20 @@ class EncodedDataset:
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def _encode_chunk(self, chunk: int) -> None:
+        items = range(chunk * ENCODE_CHUNK, min(len(self.dataset), (chunk + 1) * ENCODE_CHUNK))
+        pairs = [self.dataset[i] for i in items]
+        latents = encode_images(self.pipe, torch.stack([im for im, _ in pairs]))
+        for i, lat, (_, cap) in zip(items, latents, pairs):
+            if cap not in self._texts:
+                self._texts[cap] = encode_prompts(self.pipe, [cap])[0]
+            self._latents[i] = (lat, cap)
+
     def batch(self, indices) -> tuple[torch.Tensor, torch.Tensor]:
         """(latents (B, 4, h, w), text embeddings (B, L, D)) for dataset items `indices`."""
         indices = [int(i) for i in indices]
-        missing = [i for i in dict.fromkeys(indices) if i not in self._latents]
-        if missing:
-            items = [self.dataset[i] for i in missing]
-            latents = encode_images(self.pipe, torch.stack([im for im, _ in items]))
-            new_texts = list(dict.fromkeys(c for _, c in items if c not in self._texts))
-            if new_texts:
-                self._texts.update(zip(new_texts, encode_prompts(self.pipe, new_texts)))
-            for i, lat, (_, cap) in zip(missing, latents, items):
-                self._latents[i] = (lat, cap)
+        for chunk in dict.fromkeys(i // ENCODE_CHUNK for i in indices if i not in self._latents):
+            self._encode_chunk(chunk)
         latents = torch.stack([self._latents[i][0] for i in indices])
         return latents, torch.stack([self._texts[self._latents[i][1]] for i in indices])
 

@@ -278,3 +278,20 @@ def test_every_training_loop_takes_the_worlds_precision():
             if (name == "optimise" or is_train) and "amp" not in {k.arg for k in node.keywords}:
                 missing.append(f"{path.name}:{node.lineno}")
     assert not missing, missing
+
+
+def test_an_items_encoding_does_not_depend_on_what_was_encoded_before(micro_world):
+    """EncodedDataset encodes fixed chunks and one caption at a time: a stage's inputs are the same whether or
+    not another stage encoded other items of the same world first (the batch an item is encoded in is fixed)."""
+    from bench.diffusion import ENCODE_CHUNK, EncodedDataset
+    split = micro_world.data.owner
+    items = [1, ENCODE_CHUNK + 3, 2]
+    fresh = EncodedDataset(micro_world.pipe, split)
+    warmed = EncodedDataset(micro_world.pipe, split)
+    warmed.batch([5])  # another stage asked for one other item first: chunk 0 is encoded whole
+    warmed.batch(range(ENCODE_CHUNK + 3, ENCODE_CHUNK + 5))
+    for a, b in zip(fresh.batch(items), warmed.batch(items)):
+        assert torch.equal(a, b)
+    # the same items, in another order, are the same rows
+    latents, text = fresh.batch(items[::-1])
+    assert torch.equal(latents, fresh.batch(items)[0].flip(0)) and torch.equal(text, fresh.batch(items)[1].flip(0))

@@ -21,7 +21,7 @@ def test_runtime_times_a_fresh_run_that_shares_only_the_world(tmp_path, shared_c
     assert proc.returncode == 0, proc.stderr[-3000:]
     figures = json.loads((results / "world" / "runtime.json").read_text())
     assert figures["status"] == "complete" and figures["exit_status"] == 0
-    assert f"world/{micro_world.address[:12]}" in figures["reused"]
+    assert f"world/{micro_world.meta['build_address'][:12]}" in figures["reused"]
     assert not any(r.startswith(("embed/", "attack/")) for r in figures["reused"])
     assert figures["artifacts_built"] > 5  # embedding, two attacks, samples, metrics: all computed in the scratch cache
     stages = figures["stage_seconds"]

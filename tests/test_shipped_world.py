@@ -45,7 +45,7 @@ def test_model_tiny_loads_the_shipped_world_and_builds_nothing(tmp_path):
     seconds = time.perf_counter() - start
     man = shipped.manifest()
     assert world.meta["fingerprint"] == man["fingerprint"]
-    assert json.loads((tmp_path / "world" / world.address / "build.json").read_text())["shipped"] is True
+    assert json.loads((tmp_path / "world" / world.meta["build_address"] / "build.json").read_text())["shipped"] is True
     assert seconds < 120, f"loading the shipped world took {seconds:.0f} s: was something built?"
     # the CLIP scorer was reassembled from its vision half and the pipeline's text encoder: the same tensors
     clip = CLIPModel.from_pretrained(world.clip_path)
@@ -56,9 +56,9 @@ def test_model_tiny_loads_the_shipped_world_and_builds_nothing(tmp_path):
     # a rebuild of the same config lives at its own address, never over the shipped one
     rebuild, rcfg = tiny_parts(["model.source=build"])
     rebuild_address = address_of("world", rebuild.version, {k: v for k, v in rcfg.items() if k not in NOT_BUILT})
-    assert rebuild_address != world.address
+    assert rebuild_address != world.meta["build_address"]
     # the cached copy edited afterwards is refused too
-    unet = tmp_path / "world" / world.address / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors"
+    unet = tmp_path / "world" / world.meta["build_address"] / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors"
     data = bytearray(unet.read_bytes())
     data[-1] ^= 1
     unet.write_bytes(bytes(data))

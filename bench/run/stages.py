@@ -11,7 +11,7 @@ import torch
 
 from bench.cache import Cache, address_of, files_digest, weights_digest
 from bench.commitment import commit
-from bench.diffusion import GEN_BATCH
+from bench.diffusion import ENCODING_VERSION, GEN_BATCH
 from bench.errors import ConfigError
 from bench.metrics.base import EvalContext, ModelRef
 from bench.training import check_training
@@ -64,6 +64,8 @@ def world_stage(cache: Cache, model, model_cfg: dict, data, device: torch.device
         folder, clip, address, built = model.path, model.clip_path, address_of("world", "pretrained", model_cfg), False
     if model.unet_weights:
         address = address_of("world", "unet-weights", {"base": address, "weights": model.weights_identity()})
+    # the encoded datasets' batching (EncodedDataset) moves the last bits of every stage's inputs
+    address = address_of("world", f"encoding-{ENCODING_VERSION}", {"base": address})
     if model.gen_batch != GEN_BATCH:
         address = address_of("world", "gen-batch", {"base": address, "gen_batch": model.gen_batch})
     world = load_world(folder, model.sampling, address, device, model.precision, clip)
@@ -77,6 +79,7 @@ def world_stage(cache: Cache, model, model_cfg: dict, data, device: torch.device
     world.meta["model"] = model_cfg  # what rebuilds this world (bench.tools.verify reads it from an embedding)
     if model.built:
         world.meta["fingerprint"] = fingerprint
+        world.meta["build_address"] = art.address  # its folder in the cache (world.address also names the encoding)
     return world, built
 
 

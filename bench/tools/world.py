@@ -104,7 +104,7 @@ def ship(world, cfg, model, figures: dict) -> int:
     build_config = {k: v for k, v in OmegaConf.to_container(cfg.model, resolve=True).items() if k not in NOT_BUILT}
     extra = {"quality": figures, "built_with": {"torch": torch.__version__, "threads": torch.get_num_threads(),
                                                 "machine": platform.machine(), "python": platform.python_version()},
-             "build_address": world.address}
+             "build_address": world.meta["build_address"]}
     man = shipped.export(folder, shipped.SHIPPED, build_config, extra)
     size = sum(f["size"] for f in man["files"].values())
     print(f"shipped world written to {shipped.SHIPPED}: fingerprint {man['fingerprint']}, {size / 1e6:.1f} MB")
