@@ -19,7 +19,7 @@ from attacks.full_ft import FullFineTune
 from bench.diffusion import generator, sample_noise_and_t, training_scheduler
 from bench.errors import require
 from methods.activemark import activation_profile, expressive_block
-from methods.features import transformer_blocks
+from bench.features import transformer_blocks
 
 
 class ExpressiveFineTune(FullFineTune):

@@ -21,7 +21,7 @@ from attacks.full_ft import FullFineTune
 from bench.diffusion import derive_seed, generator
 from bench.errors import require
 from methods.aiao import probe_ranking
-from methods.features import unet_units
+from bench.features import unet_units
 
 AIAO_PUBLIC = {"probe_steps": 100, "probe_lr": 1e-4, "probe_batch_size": 16, "lazy_fraction": 0.5}  # tiny YAML
 

@@ -1,7 +1,7 @@
 """ActiveMark (Chistyakova & Pautov, arXiv 2510.04966), ported from vision transformers to the denoiser.
 
 The original marks a vision foundation model; its mechanism (the first author's ExpressPrint
-tool) is applied here to the UNet's transformer blocks (`methods.features.transformer_blocks`,
+tool) is applied here to the UNet's transformer blocks (`bench.features.transformer_blocks`,
 forward order):
 
 * The **expressive block** is found by massive activations: for each transformer block, the mean
@@ -64,7 +64,7 @@ from bench.diffusion import derive_seed, generator, sample_noise_and_t, training
 from bench.errors import ConfigError, require
 from bench.training import Amp, optimise
 from methods.base import Evidence, Key, WatermarkMethod
-from methods.features import capture_input, capture_output, replace_output, transformer_blocks
+from bench.features import capture_input, capture_output, replace_output, transformer_blocks
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ The paper has no public code; this is a reading of its abstract and method descr
 open point settled here and in docs/methods.md:
 
 1. Lazy layers. The UNet is cut into its units (resnets, attention blocks, resamplers, in
-   forward order: `methods.features.unet_units`). A probe fine-tune of the base model on the
+   forward order: `bench.features.unet_units`). A probe fine-tune of the base model on the
    owner's clean data (`probe_steps`) measures each unit's relative weight change
    ||delta theta|| / ||theta||; the `lazy_fraction` least-moving units are lazy.
 2. Sub-paths, from the owner's seed: an output unit j drawn among the lazy units and an input
@@ -40,7 +40,7 @@ from bench.diffusion import denoising_loss, generator, sample_noise_and_t, train
 from bench.training import Amp, optimise
 from bench.errors import require
 from methods.base import Evidence, Key, WatermarkMethod
-from methods.features import capture_output, replace_output, unet_units
+from bench.features import capture_output, replace_output, unet_units
 
 
 def cosine_tail(tau: float, dim: int) -> float:

@@ -11,7 +11,7 @@ from scipy.stats import binom
 
 from bench.errors import ConfigError
 from methods.activemark import ActiveMark, expressive_block, null_match_prob
-from methods.features import capture_output, transformer_blocks
+from bench.features import capture_output, transformer_blocks
 
 SMALL = dict(n_bits=16, max_bit_errors=2, n_holdout=16, enc_hidden=64, dec_hidden=64, steps=100, lr=1e-3,
              batch_size=8)

@@ -8,7 +8,7 @@ import torch
 
 from bench.errors import ConfigError
 from methods.aiao import AIAO, cosine_tail, cosine_threshold
-from methods.features import unet_units
+from bench.features import unet_units
 
 
 def test_cosine_threshold_has_the_stated_tail():

@@ -10,13 +10,14 @@ import torch
 from diffusers import UNet2DConditionModel
 from omegaconf import OmegaConf
 
-from attacks.permute import Permute, grouped_permutation, plan_residual
+from attacks.permute import Permute
+from bench.permutation import grouped_permutation, plan_residual
 from bench.cache import Cache
 from bench.errors import ConfigError
 from bench.metrics.base import ModelRef
 from bench.run.runner import build
 from bench.run.stages import attack_stage
-from methods.features import capture_output, transformer_blocks, unet_units
+from bench.features import capture_output, transformer_blocks, unet_units
 from tests.helpers import SHRINK, compose_cfg
 
 ATOL = 1e-5
