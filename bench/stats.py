@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from scipy.stats import binom
+from scipy.stats import betabinom, binom
 
 from typing import TYPE_CHECKING
 
@@ -68,8 +68,13 @@ def _summarise_scores(ev: Evidence, target_fpr: float) -> dict:
     p0 = float(ev.null_match_prob)
     if not 0 < p0 < 1:
         raise ValueError(f"null_match_prob must be in (0, 1), got {p0}")
-    n, k = len(matches), int(matches.sum())
-    p = float(binom.sf(k - 1, n, p0))
+    n, k, rho = len(matches), int(matches.sum()), ev.null_overdispersion
+    if rho is None:
+        p = float(binom.sf(k - 1, n, p0))
+    else:  # beta-binomial: per-model rates vary around p0 (Evidence)
+        if not 0 < rho < 1:
+            raise ValueError(f"null_overdispersion must be in (0, 1), got {rho}")
+        p = float(betabinom.sf(k - 1, n, p0 * (1 - rho) / rho, (1 - p0) * (1 - rho) / rho))
     return {
         "bit_acc": None,
         "p_value": p,
@@ -80,6 +85,7 @@ def _summarise_scores(ev: Evidence, target_fpr: float) -> dict:
         "mean_score": float(ev.scores.float().mean()) if ev.scores is not None else None,
         "scores": [round(float(x), 6) for x in ev.scores.float()] if ev.scores is not None else None,
         "null_match_prob": p0,
+        **({"null_overdispersion": rho} if rho is not None else {}),
         "n_queries": n,
         "matches": k,
     }

@@ -42,12 +42,15 @@ depend on the (uniform) message; the null models' empirical false-positive rate 
 **Cross-key calibration (version 3).** That bound is wrong on one kind of null: a model marked by
 *another* owner. Its trained blocks carry an injected token to the read place whatever encoder
 wrote it, so this owner's encoder and decoder pass through it too (tiny world, version 2: 6 of 28
-cross-key verifications detected, a per-query match rate of 0.071 against p0 0.0021). `query_p0`
-replaces p0 by a per-query match rate calibrated on cross-key nulls: the upper end of the exact
-95% interval of the match rate of keys on models marked with other keys, measured on calibration
-seeds disjoint from the reported ones (`scripts/calibrate_activemark.py`). The verifier uses
-max(p0, query_p0), and the key stores it, so the threshold is fixed (and committed) with the key.
-It is a threshold calibrated on the nulls, not a proof: a new world needs its own calibration.
+cross-key verifications detected, a per-query match rate of 0.071 against p0 0.0021), and how
+much varies from pair to pair (0 to 28 of 64 queries). `query_p0` and `query_rho` replace the
+binomial null by a beta-binomial one fitted (maximum likelihood) to the match counts of keys on
+models marked with other keys, on calibration seeds disjoint from the reported ones
+(`scripts/calibrate_activemark.py`): mean per-query rate query_p0, intra-model correlation
+query_rho. The verifier uses the larger of p0 and query_p0, and the key stores both, so the
+threshold is fixed (and committed) with the key. It is a null calibrated on models, stated as
+such, not a proof: its tail beyond the calibration models is the fitted family's, and a new world
+needs its own calibration.
 """
 from __future__ import annotations
 
@@ -169,14 +172,14 @@ class ActiveMark(WatermarkMethod):
     version = "3"  # 2: the null term on its own inputs, disjoint from the hold-out inputs; 3: query_p0 in the key
     key_from_embedding = True  # embed trains the encoder and decoder stored in the key
     key_tensors = ("holdout_x", "holdout_t", "holdout_emb", "bits", "encoder.*", "decoder.*")
-    key_meta = ("n_bits", "margin", "max_bit_errors", "block", "read_block", "dims", "hidden", "query_p0")
+    key_meta = ("n_bits", "margin", "max_bit_errors", "block", "read_block", "dims", "hidden", "query_p0", "query_rho")
     rules = ("expressive_block",)  # public: the message enters at the massive-activation block (attacks.expressive_ft)
 
     def __init__(self, n_bits: int = 32, max_bit_errors: int = 4, margin: float = 0.25, block: int | None = None,
                  jump_factor: float = 2.0, n_holdout: int = 64, t_range=(0, 1000), enc_hidden: int = 1024,
                  dec_hidden: int = 512, inject_scale: float = 10.0, steps: int = 2500, lr: float = 1e-5,
                  wm_lr_factor: float = 10.0, batch_size: int = 16, keep_weight: float = 1.0, null_weight: float = 1.0,
-                 null_ramp: float = 0.5, query_p0: float | None = None):
+                 null_ramp: float = 0.5, query_p0: float | None = None, query_rho: float | None = None):
         require(n_bits >= 8, f"method.n_bits must be at least 8 (got {n_bits}); the paper uses 32.")
         require(0 <= max_bit_errors < n_bits / 4, f"method.max_bit_errors must be in [0, n_bits/4) (got "
                 f"{max_bit_errors} for {n_bits} bits); more errors make chance matches likely.")
@@ -197,7 +200,10 @@ class ActiveMark(WatermarkMethod):
         require(0 <= null_ramp <= 1, f"method.null_ramp must be a fraction of the steps in [0, 1] (got {null_ramp}).")
         require(query_p0 is None or 0 < query_p0 < 1, f"method.query_p0 must be null (the binomial bound) or a "
                 f"per-query null match rate in (0, 1) (got {query_p0}); scripts/calibrate_activemark.py measures it.")
+        require(query_rho is None or (query_p0 is not None and 0 < query_rho < 1),
+                f"method.query_rho must be null or in (0, 1) with query_p0 set (got {query_rho}, query_p0 {query_p0}).")
         self.n_bits, self.max_bit_errors, self.margin, self.query_p0 = n_bits, max_bit_errors, margin, query_p0
+        self.query_rho = query_rho
         self.block, self.jump_factor, self.n_holdout = block, jump_factor, n_holdout
         self.t_range = [int(t_range[0]), int(t_range[1])]
         self.enc_hidden, self.dec_hidden, self.inject_scale = enc_hidden, dec_hidden, inject_scale
@@ -238,6 +244,7 @@ class ActiveMark(WatermarkMethod):
                 "read_grid": read_grid, "dims": [shapes[block][1], shapes[read][1]],
                 "hidden": [self.enc_hidden, self.dec_hidden], "inject_gain": self.inject_scale * rms[block],
                 "holdout_items": sorted(set(items.tolist())), "query_p0": self.query_p0,
+                "query_rho": self.query_rho,
                 "top5_profile": top5}
         log.info("activemark: expressive block %d (%s), top-5 profile %s", block, names[block],
                  [round(v, 3) for v in top5])
@@ -370,12 +377,13 @@ class ActiveMark(WatermarkMethod):
         n = min(n_queries, len(key.tensors["bits"]))  # capped at the stored hold-out inputs
         meta = key.meta
         errors = bit_errors(self.decode(unet, key, n), key.tensors["bits"][:n], meta["margin"])
-        p0, q = null_match_prob(meta["n_bits"], meta["max_bit_errors"]), meta["query_p0"]
-        require(q is None or (isinstance(q, (int, float)) and not isinstance(q, bool) and 0 < q < 1),
-                f"The key's query_p0 is {q!r}: it must be null or a per-query match rate in (0, 1). The key's metadata "
-                "was edited or damaged; verify with the owner's key as it was committed.")
+        p0, q, rho = null_match_prob(meta["n_bits"], meta["max_bit_errors"]), meta["query_p0"], meta["query_rho"]
+        for name, v in (("query_p0", q), ("query_rho", rho)):
+            require(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1),
+                    f"The key's {name} is {v!r}: it must be null or a number in (0, 1). The key's metadata was edited or "
+                    "damaged; verify with the owner's key as it was committed.")
         return Evidence("scores", matches=errors <= meta["max_bit_errors"], scores=1 - errors.float() / meta["n_bits"],
-                        null_match_prob=max(p0, q or 0.0))
+                        null_match_prob=max(p0, q or 0.0), null_overdispersion=rho)
 
     def watermark_loss(self, world, unet, key: Key, seed: int) -> torch.Tensor:
         """Message BCE on the first 16 hold-out inputs and their messages (fixed by the key: common to all models)."""

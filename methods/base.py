@@ -62,7 +62,10 @@ class Evidence:
     kind "scores": `matches` (n_queries,) booleans (a query's response matched the key),
     `scores` (n_queries,) the raw similarity, and `null_match_prob`, the probability that one
     query matches on a model that never saw the key (the method derives it from how its key is
-    drawn); the model-level test is a binomial test of the match count against it.
+    drawn); the model-level test is a binomial test of the match count against it. With
+    `null_overdispersion` rho (a method calibrated on null models whose per-query rates differ from
+    model to model), the count's null is beta-binomial with mean `null_match_prob` and intra-model
+    correlation rho instead (alpha = p (1 - rho) / rho, beta = (1 - p) (1 - rho) / rho).
     """
 
     kind: Literal["bits", "scores"]
@@ -71,6 +74,7 @@ class Evidence:
     matches: torch.Tensor | None = None
     scores: torch.Tensor | None = None
     null_match_prob: float | None = None
+    null_overdispersion: float | None = None
 
 
 @dataclass(frozen=True)

@@ -87,3 +87,35 @@ def test_unknown_alignment_kind_is_refused_before_any_work(tmp_path):
     assert proc.returncode == 2
     assert "metrics.verification.align must be one of ['none', 'activations']" in proc.stderr
     assert not (tmp_path / "records").exists() or not any((tmp_path / "records").iterdir())
+
+
+def test_owner_verify_aligns_to_the_owners_model(micro_world, embedded, shared_cache, tmp_path):
+    """`python -m bench.tools.verify KEY SUSPECT --align-to MY_MODEL`: a permuted copy of the owner's AIAO model is not
+    detected as it is, and is detected once aligned; the verdict says what the alignment did. A missing --align-to
+    is refused in one paragraph."""
+    import json
+    import os
+
+    from safetensors.torch import save_file
+
+    from tests.helpers import run_module
+    e = embedded("aiao")
+    folder = e.marked.weights.parent
+    permuted = micro_world.load_model(e.marked.weights)[0]
+    permute_randomly(permuted, "all", generator(5, "test-align-verify"))
+    suspect = tmp_path / "permuted.safetensors"
+    save_file({k: v.contiguous() for k, v in permuted.state_dict().items()}, str(suspect))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "BENCH_RESULTS": str(tmp_path)}
+
+    def verify(*args):
+        return run_module("bench.tools.verify", [str(folder), str(suspect), "--cache", str(shared_cache), "--device",
+                                                 "cpu", *args], env=env, timeout=600)
+    plain = verify("--out", str(tmp_path / "plain.json"))
+    aligned = verify("--out", str(tmp_path / "aligned.json"), "--align-to", str(e.marked.weights))
+    assert plain.returncode == 0 and aligned.returncode == 0, (plain.stderr[-2000:], aligned.stderr[-2000:])
+    before, after = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("plain", "aligned"))
+    assert not before["detected"] and after["detected"]
+    assert "align" not in before and after["align"]["moved"] > 0.9
+    assert "units moved to match the owner's model" in aligned.stdout
+    missing = verify("--align-to", str(tmp_path / "nowhere.safetensors"))
+    assert missing.returncode == 2 and "--align-to" in missing.stderr and "does not exist" in missing.stderr

@@ -41,3 +41,24 @@ def test_first_removal():
     curve = [{"step": 0, "detected": True}, {"step": 10, "detected": True}, {"step": 20, "detected": False}]
     assert first_removal(curve) == 20
     assert first_removal(curve[:2]) is None
+
+
+def test_overdispersed_null_is_the_beta_binomial_tail():
+    """Evidence with null_overdispersion: P(K >= k) under a beta-binomial with mean p0 and intra-model correlation rho,
+    summed here from its pmf C(n, j) B(j + a, n - j + b) / B(a, b); without it, the binomial tail (much smaller)."""
+    import math
+
+    import torch
+
+    from bench.stats import summarise
+    from methods.base import Evidence
+    n, k, p0, rho = 16, 13, 0.076, 0.15
+    a, b = p0 * (1 - rho) / rho, (1 - p0) * (1 - rho) / rho
+    lbeta = lambda x, y: math.lgamma(x) + math.lgamma(y) - math.lgamma(x + y)  # noqa: E731
+    tail = sum(math.comb(n, j) * math.exp(lbeta(j + a, n - j + b) - lbeta(a, b)) for j in range(k, n + 1))
+    matches = torch.tensor([True] * k + [False] * (n - k))
+    s = summarise(Evidence("scores", matches=matches, scores=matches.float(), null_match_prob=p0,
+                           null_overdispersion=rho), 1e-3)
+    assert math.isclose(s["p_value"], tail, rel_tol=1e-9) and s["null_overdispersion"] == rho
+    plain = summarise(Evidence("scores", matches=matches, scores=matches.float(), null_match_prob=p0), 1e-3)
+    assert plain["p_value"] < s["p_value"] / 100 and "null_overdispersion" not in plain

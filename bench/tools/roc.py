@@ -1,6 +1,6 @@
 """False-positive rates and ROC curves on null models that never saw the key.
 
-    python -m bench.tools.roc [RESULTS_DIR] [--independent 3] [--indep-steps 1500] [--other-worlds 1]
+    python -m bench.tools.roc [RESULTS_DIR] [--independent 3] [--indep-steps 1500] [--other-worlds 1] [--align]
 
 For every method variant with K >= 2 seeds in RESULTS_DIR's records (one model, data, method and
 verification settings; the attacks and the other collectors may differ, so a cheap
@@ -31,6 +31,11 @@ bit methods' voted matches), into RESULTS_DIR/roc/: `roc_summary.csv` / `.md`, p
 other-world), and per world
 `null_models_<model>.csv` / `.md`: the null models' owner-domain loss and FID beside the base
 model's, so a reader sees how good the nulls are.
+
+With `--align`, every model (positives and nulls alike) is first aligned to the key's own watermarked
+model, as the owner's aligned verification does (`metrics.verification.align=activations`), and the
+files go to RESULTS_DIR/roc_aligned/: the false-positive rates with alignment, beside the unaligned
+ones, show whether the matching manufactures evidence.
 
 The entries are keys x models, not independent draws: one key meets many models and one model
 many keys, so the Clopper-Pearson interval is nominal.
@@ -96,11 +101,13 @@ def checked(rec: dict) -> dict:
 class Verifier:
     """Verification of any (key, model) pair with one method group's settings, through the verify cache."""
 
-    def __init__(self, rec: dict, cache, world):
+    def __init__(self, rec: dict, cache, world, align: bool = False):
         from omegaconf import OmegaConf
 
         from bench.run.runner import build
         cfg = OmegaConf.create(rec["config"])  # checked by measure()
+        if align:  # the owner aligns every suspect to the key's own watermarked model first
+            cfg.metrics.verification.align = "activations"
         self.method = build(cfg.method, "method")
         self.verification = build(cfg.metrics.verification, "metrics")
         self.cache, self.world, self.data_cfg = cache, world, rec["config"]["data"]
@@ -115,7 +122,8 @@ class Verifier:
             folder = confined(rec["key"]["folder"], self.cache.root, f"The record {rec['run_id']}'s key.folder", FIX)
         ctx = EvalContext(world=world or self.world, method=self.method, key=Key.load(folder),
                           key_address=rec["key"]["address"], cache=self.cache, seed=rec["seed"],
-                          data_key=self.data_cfg, base=ref, watermarked=ref, attacked=[], null_attacked=[])
+                          data_key=self.data_cfg, base=ref, watermarked=model_ref(self.cache, rec["models"]["watermarked"]),
+                          attacked=[], null_attacked=[])
         return self.verification.verify_one(ctx, ref)
 
 
@@ -302,7 +310,7 @@ def plot(rows: pd.DataFrame, path: Path, title: str, target: float | None = None
 
 
 def measure(results: Path, n_indep: int, indep_steps: int, n_worlds: int, only: list[str], cache_dir: Path | None = None,
-            skip_bad: bool = False) -> pd.DataFrame:
+            skip_bad: bool = False, align: bool = False) -> pd.DataFrame:
     """Verify every key on positives and nulls; write the per-method files and return the summary."""
     import torch
     from tqdm.auto import tqdm
@@ -322,7 +330,7 @@ def measure(results: Path, n_indep: int, indep_steps: int, n_worlds: int, only: 
         raise BenchError(f"No method in {results / 'records'} has complete records for two or more seeds of one "
                          "configuration, so there are no cross-key nulls. Run the seeds first, e.g. python -m bench "
                          "experiment=seeds5 method=watermarkdm attack=full_ft -m")
-    out_dir = results / "roc"
+    out_dir = results / ("roc_aligned" if align else "roc")
     out_dir.mkdir(parents=True, exist_ok=True)
     summary, kinds, worlds, nulls = [], [], {}, {}
     for (model, data, method, verification), seeds in sorted(found.items()):
@@ -339,7 +347,7 @@ def measure(results: Path, n_indep: int, indep_steps: int, n_worlds: int, only: 
             quality.to_csv(out_dir / f"null_models_{model}.csv", index=False)
             (out_dir / f"null_models_{model}.md").write_text(quality.to_markdown(index=False, floatfmt=".4g") + "\n")
             log.info("null models' quality (%s):\n%s", model, quality.to_markdown(index=False, floatfmt=".4g"))
-        world, verify = worlds[wkey], Verifier(first, cache, worlds[wkey])
+        world, verify = worlds[wkey], Verifier(first, cache, worlds[wkey], align)
         if not verify.method.verifiable:
             continue
         rows = []
@@ -386,11 +394,13 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--cache", type=Path, default=None, help="the cache holding the runs' models (default: "
                         "RESULTS_DIR/cache)")
     parser.add_argument("--skip-bad", action="store_true", help="leave out (and name) files that are not records")
+    parser.add_argument("--align", action="store_true", help="align every model to the key's watermarked model before "
+                        "verifying (metrics.verification.align=activations); writes RESULTS_DIR/roc_aligned/")
     args = parser.parse_args(argv)
     if min(args.independent, args.other_worlds) < 0 or args.indep_steps < 1:
         raise BenchError("--independent and --other-worlds must be >= 0 and --indep-steps >= 1.")
     table = measure(Path(args.results_dir), args.independent, args.indep_steps, args.other_worlds, args.method,
-                    args.cache, args.skip_bad)
+                    args.cache, args.skip_bad, args.align)
     print(table.to_markdown(index=False, floatfmt=".3g"))
     return 0
 

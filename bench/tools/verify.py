@@ -2,6 +2,7 @@
 
     python -m bench.tools.verify KEY SUSPECT [--n-queries N] [--target-fpr F] [--seed S] [--out FILE.json]
                                        [--device cpu|cuda|auto] [--cache DIR] [--method NAME]
+                                       [--align-to OWNER_MODEL [--align-probes 8]]
     python -m bench.tools.verify export EMBED_FOLDER OUT_FOLDER
 
 KEY: an embed artifact folder (`<cache>/embed/<address>/`) or a folder written by `export` (never the
@@ -9,6 +10,12 @@ marked weights). SUSPECT: a UNet weights file (.safetensors or weights-only torc
 unread) or a diffusers folder (with `unet/`, or a `unet/` folder). The owner's world is rebuilt from the
 key's world.json and the method's verifier + `bench.stats.summarise` give the verdict (printed, and
 written as JSON). Bad inputs print one paragraph and exit with status 2.
+
+`--align-to OWNER_MODEL` (the owner's own watermarked model, a weights file or diffusers folder, which
+the owner keeps and an export never holds): before a white-box verifier reads the suspect, its hidden
+units are aligned to the owner's model (`bench.permutation.align`, on probe inputs drawn from the
+query seed), undoing a permutation; the verdict JSON says what the alignment found. Black-box
+verifiers read outputs, which a permutation does not change, so they are not aligned.
 """
 from __future__ import annotations
 
@@ -297,6 +304,22 @@ def run_verifier(method, world, unet, text_state, src: dict, n_queries: int, see
             raise _not_this_method(method.name, src["folder"], f"a key tensor has the wrong shape ({err})") from None
 
 
+def align_suspect(method, world, unet, owner_model: Path, seed: int, probes: int):
+    """(the suspect aligned to the owner's watermarked model, what the alignment found) for a white-box verifier."""
+    if method.access != "white-box":
+        return unet, {"skipped": f"{method.name}'s verifier is {method.access}: a permutation does not change what it "
+                                 "reads"}
+    if not owner_model.exists():
+        raise ConfigError(f"--align-to '{owner_model}' does not exist. Pass your own watermarked model (a UNet weights "
+                          "file or a diffusers folder), the one the suspect is aligned to before verifying.")
+    from bench.metrics.verification import Verification
+    from bench.permutation import align
+    ref_state, _, ref_config = read_suspect(owner_model)
+    check_architecture(ref_state, None, world, ref_config)
+    reference = world.fresh_unet(ref_state).requires_grad_(False).eval().to(unet.dtype)
+    return align(reference, unet, Verification(align="activations", align_probes=probes).probe(world, seed))
+
+
 def verify(args) -> dict:
     """Check the key, read the suspect, rebuild the world, verify; write the JSON and return it."""
     start, suspect = time.perf_counter(), Path(args.suspect)
@@ -322,6 +345,9 @@ def verify(args) -> dict:
                                           "The key's world.json model.eval.n_queries", "Pass --n-queries N.", 1)
     t = time.perf_counter()
     seed = args.seed if args.seed is not None else (src["seed"] if src["seed"] is not None else 0)
+    found = None
+    if args.align_to:
+        unet, found = align_suspect(method, world, unet, Path(args.align_to), seed, args.align_probes)
     s = summarise(run_verifier(method, world, unet, text_state, src, n_queries, seed), args.target_fpr)
     timings.update(verify=round(time.perf_counter() - t, 3), total=round(time.perf_counter() - start, 3))
     commitment = {"status": "uncommitted"} if src["commitment"] is None else {"status": "committed",
@@ -332,7 +358,7 @@ def verify(args) -> dict:
               "text_encoder": text_state is not None, "world": world.address, "n_queries": s["n_queries"],
               "target_fpr": args.target_fpr, "seed": seed, "p_value": s["p_value"], "detected": s["detected"],
               "bit_acc": s["bit_acc"], "verification_rate": s["verification_rate"], "summary": s,
-              "timings": timings, "date": _now(), "out": str(out)}
+              "timings": timings, "date": _now(), "out": str(out), **({"align": found} if found else {})}
     write_json_atomic(out, result, exclusive=True)  # never replaces a verdict written meanwhile
     return result
 
@@ -376,8 +402,12 @@ def report(r: dict) -> str:
                  f"{c['digest'][:16]}...): the key existed then" if c["status"] == "committed" else
                  "UNCOMMITTED: no commitment shows that this key existed before the suspect (a key made from the "
                  "suspect itself can verify on it)")
+    a = r.get("align")
+    aligned = [] if a is None else [f"aligned:  {a['skipped']}" if "skipped" in a else
+                                    f"aligned:  {a['moved']:.1%} of {a['units']} units moved to match the owner's model "
+                                    f"(matched similarity {a['similarity']:.3f}, {a['seconds']:.1f} s)"]
     return "\n".join([f"method:   {r['method']} (key {r['key']['folder']})", f"key:      {committed}",
-                      f"suspect:  {r['suspect']}", f"queries:  {r['n_queries']}, {score}",
+                      f"suspect:  {r['suspect']}", *aligned, f"queries:  {r['n_queries']}, {score}",
                       f"p-value:  {r['p_value']:.3g}",
                       f"verdict:  {'DETECTED' if r['detected'] else 'not detected'} at FPR {fpr}",
                       f"written:  {r['out']}"])
@@ -406,7 +436,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    "path is never read)")
     p.add_argument("--data-root", default=None, help="your copy of the key's data folder (the key's own path is "
                    "never read)")
+    p.add_argument("--align-to", default=None, help="your watermarked model: align the suspect's hidden units to it "
+                   "before a white-box verifier reads them")
+    p.add_argument("--align-probes", type=int, default=8, help="probe inputs the alignment matches on (default 8)")
     args = p.parse_args(argv)
+    if args.align_probes < 1:
+        p.error("--align-probes must be at least 1")
     if (args.n_queries is not None and args.n_queries < 1) or not 0 < args.target_fpr < 1:
         p.error("--n-queries must be at least 1 and --target-fpr in (0, 1)")
     return args
