@@ -385,6 +385,29 @@ class ActiveMark(WatermarkMethod):
         return Evidence("scores", matches=errors <= meta["max_bit_errors"], scores=1 - errors.float() / meta["n_bits"],
                         null_match_prob=max(p0, q or 0.0), null_overdispersion=rho)
 
+    def forge(self, world, unet, key: Key, n_queries: int, seed: int, rounds: int = 4, gain: float = 20.0) -> Key:
+        """The forger's hold-out inputs and encoder kept; each input's message replaced by what the forger's decoder
+        reads from the suspect with that message injected, repeated `rounds` times (a fixed point: on a model whose
+        output barely depends on the message the decoded bits are the model's own), and the decoder's last layer
+        scaled by `gain` so that no bit falls within the margin. A forger's key without a trained encoder and
+        decoder (`make_key` alone) gets freshly initialised ones."""
+        forged = Key(dict(key.tensors), dict(key.meta))
+        if not any(k.startswith("decoder.") for k in forged.tensors):
+            enc, dec = self._mlps(forged.meta, "cpu")
+            forged.tensors.update({f"encoder.{k}": v.detach() for k, v in enc.state_dict().items()})
+            forged.tensors.update({f"decoder.{k}": v.detach() for k, v in dec.state_dict().items()})
+        last = max(k for k in forged.tensors if k.startswith("decoder.") and k.endswith(".weight"))
+        for name in (last, last[:-len("weight")] + "bias"):
+            if name in forged.tensors:
+                forged.tensors[name] = forged.tensors[name] * gain
+        n = len(forged.tensors["bits"])
+        for _ in range(rounds):
+            bits = (self.decode(unet, forged, n) > 0).to(forged.tensors["bits"].dtype)
+            if torch.equal(bits, forged.tensors["bits"]):
+                break
+            forged.tensors["bits"] = bits
+        return forged
+
     def watermark_loss(self, world, unet, key: Key, seed: int) -> torch.Tensor:
         """Message BCE on the first 16 hold-out inputs and their messages (fixed by the key: common to all models)."""
         n = min(16, len(key.tensors["bits"]))

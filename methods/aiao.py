@@ -256,6 +256,18 @@ class AIAO(WatermarkMethod):
         tau = torch.tensor([key.meta["tau"][k] for k in paths])
         return Evidence("scores", matches=s > tau, scores=s, null_match_prob=key.meta["per_query_fpr"])
 
+    def forge(self, world, unet, key: Key, n_queries: int, seed: int) -> Key:
+        """The forger's sub-paths and triggers (their own key) kept, each target direction T_k replaced by the
+        suspect's own normalised response r_k to that trigger, read white-box on the forger's inputs (`seed`)."""
+        forged = Key(dict(key.tensors), dict(key.meta))
+        for k in range(len(key.meta["paths"])):
+            _, _, _, t, emb, noisy = self._inputs(world, "holdout", self.query_batch, generator(seed, "aiao-forge", k),
+                                                  unet)
+            with torch.no_grad():
+                r = self.responses(unet, key, [k], noisy, t, emb)[k].float().cpu()
+            forged.tensors[f"target.{k}"] = (r / r.norm().clamp_min(1e-12)).to(key.tensors[f"target.{k}"].dtype)
+        return forged
+
     def watermark_loss(self, world, unet, key: Key, seed: int) -> torch.Tensor:
         paths = list(range(min(8, len(key.meta["paths"]))))
         return (1 - self.scores(world, unet, key, paths, seed)).mean()

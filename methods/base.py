@@ -22,6 +22,8 @@ from typing import ClassVar, Literal
 import torch
 from safetensors.torch import load_file, save_file
 
+from bench.errors import ConfigError
+
 
 
 @dataclass
@@ -153,6 +155,25 @@ class WatermarkMethod(ABC):
     @abstractmethod
     def verify(self, world, unet, key: Key, n_queries: int, seed: int) -> Evidence | None:
         """Query the suspect model `unet` (in `world`) and return per-query evidence; None if not `verifiable`."""
+
+    def forge(self, world, unet, key: Key, n_queries: int, seed: int) -> Key:
+        """A false claim: `key` (the forger's own, honestly made) rewritten after the fact so that it verifies on the
+        suspect `unet`, a model the forger did not mark (`bench.tools.dispute`).
+
+        Threat model: the forger knows the method and its public settings, holds keys of their own, and sees the
+        suspect the way its verifier does (black-box outputs, or white-box features); `seed` is the forger's query
+        seed, never the judge's. The forger never sees the owner's key. A key committed before the suspect existed
+        (`bench.commitment`) cannot be rewritten, which is what commitment buys.
+
+        The default suits bit marks ("bits" evidence): the message becomes the majority vote of the bits the
+        verifier decodes from the suspect with the forger's own trigger and extractor. Methods with another kind
+        of evidence override it with their strongest forger."""
+        ev = self.verify(world, unet, key, n_queries, seed)
+        if ev is None or ev.kind != "bits":
+            raise ConfigError(f"method {self.name} has no forger for its '{getattr(ev, 'kind', None)}' evidence.")
+        forged = Key(dict(key.tensors), dict(key.meta))
+        forged.tensors["bits"] = (ev.decoded.float().mean(0) >= 0.5).to(key.tensors["bits"].dtype)
+        return forged
 
     @abstractmethod
     def watermark_loss(self, world, unet, key: Key, seed: int) -> torch.Tensor | None:

@@ -20,7 +20,8 @@ per-query match rate on that null. This script measures the rate and states the 
    the stricter threshold costs the owner). The same on the calibration pairs themselves (in-sample).
 
 Writes OUT/calibration.json and OUT/calibration.md (the tables), with the runs' records under OUT/calibration
-and OUT/heldout. `--no-run` re-reads existing records; `--check` exits 1 unless conf/method/activemark.yaml's
+and OUT/heldout. `--no-run` re-derives the tables from the verifications already written (the committed
+reference: results/reference/activemark_calibration/); `--check` exits 1 unless conf/method/activemark.yaml's
 query_p0 (at this scale) is the calibrated value. Extra arguments go to every `python -m bench` run (e.g.
 model=micro for a quick look).
 """
@@ -60,10 +61,12 @@ def run(results: Path, cache: Path, seed_list: list[int], extra: list[str], quer
     subprocess.run(argv, cwd=ROOT, check=True)
 
 
-def verifications(results: Path, cache: Path) -> pd.DataFrame:
-    """Every key on every watermarked model of its group (bench.tools.roc's rows; no independent nulls)."""
-    from bench.tools.roc import measure
-    measure(results, 0, 1, 0, ["activemark"], cache)
+def verifications(results: Path, cache: Path, reuse: bool) -> pd.DataFrame:
+    """Every key on every watermarked model of its group (bench.tools.roc's rows; no independent nulls). With `reuse`
+    the rows already written are read back (how the committed reference figures are re-derived without models)."""
+    if not (reuse and list((results / "roc").glob("*_activemark.csv"))):
+        from bench.tools.roc import measure
+        measure(results, 0, 1, 0, ["activemark"], cache)
     [csv] = sorted((results / "roc").glob("*_activemark.csv"))
     rows = pd.read_csv(csv)
     return rows[rows.role.isin(["watermarked", "cross:watermarked"])]
@@ -111,19 +114,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--calibration-seeds", default="100-105")
     parser.add_argument("--seeds", default="0-4")
     parser.add_argument("--target-fpr", type=float, default=1e-3)
-    parser.add_argument("--no-run", action="store_true", help="re-read the records already under --out")
+    parser.add_argument("--no-run", action="store_true", help="no runs: re-read the verifications already under --out "
+                        "(OUT/*/roc/*_activemark.csv), or verify the records there again if there are none")
     parser.add_argument("--check", action="store_true", help="exit 1 unless the YAML holds the calibrated value")
     args, extra = parser.parse_known_args(argv)
     calib, held = args.out / "calibration", args.out / "heldout"
     if not args.no_run:
         run(calib, args.cache, seeds(args.calibration_seeds), extra, "${method.n_holdout}")
         run(held, args.cache, seeds(args.seeds), extra, None)
-    cal = verifications(calib, args.cache)
+    cal = verifications(calib, args.cache, args.no_run)
     cross = cal[cal.role == "cross:watermarked"]
     measured = rate(int(cross.matches.sum()), int(cross.n_queries.sum()))
     mean, rho = fit(cross.matches.to_numpy(), cross.n_queries.to_numpy())
     query_p0, query_rho = round_up(mean), round_up(rho)
-    rows = verifications(held, args.cache)
+    rows = verifications(held, args.cache, args.no_run)
     p0 = float(rows.query_p0.max())  # the binomial p0: the runs had query_p0=null
     p0_cal = float(cal.query_p0.max())
     figures = {"calibration": {"seeds": args.calibration_seeds, "keys": int(cal.key_seed.nunique()),
@@ -145,7 +149,7 @@ def main(argv: list[str]) -> int:
     print(markdown(figures))
     if args.check:
         from omegaconf import OmegaConf
-        conf = OmegaConf.load(ROOT / "conf" / "method" / "activemark.yaml")
+        conf = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "method" / "activemark.yaml"), resolve=False)
         got = (conf.get("query_p0"), conf.get("query_rho"))
         print(f"conf/method/activemark.yaml: (query_p0, query_rho) = {got}; calibrated: ({query_p0}, {query_rho})")
         return 0 if got == (f"${{scale:null,{query_p0},null}}", f"${{scale:null,{query_rho},null}}") else 1

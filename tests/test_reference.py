@@ -57,3 +57,18 @@ def test_the_readme_summary_is_what_the_committed_records_give():
         "README.md's results block is stale: run .venv/bin/python scripts/readme_tables.py --write"
     block = readme.split(readme_tables.BEGIN, 1)[1].split(readme_tables.END, 1)[0]
     assert f"]({readme_tables.REPORT})" in block and (ROOT / readme_tables.REPORT).is_file()
+
+
+def test_activemark_calibration_is_what_its_committed_verifications_give(tmp_path):
+    """results/reference/activemark_calibration: the fit, the before/after table and the YAML's query_p0/query_rho are
+    re-derived from the committed per-pair verifications (scripts/calibrate_activemark.py --no-run --check)."""
+    import subprocess
+    ref = ROOT / "results" / "reference" / "activemark_calibration"
+    shutil.copytree(ref, tmp_path / "cal")
+    (tmp_path / "cal" / "calibration.md").unlink()
+    proc = subprocess.run([sys.executable, "scripts/calibrate_activemark.py", "--no-run", "--check", "--out",
+                           str(tmp_path / "cal")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert (tmp_path / "cal" / "calibration.md").read_text() == (ref / "calibration.md").read_text()
+    assert json.loads((tmp_path / "cal" / "calibration.json").read_text()) == json.loads(
+        (ref / "calibration.json").read_text())

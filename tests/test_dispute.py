@@ -1,0 +1,82 @@
+"""Ownership disputes (bench.tools.dispute, WatermarkMethod.forge): keys forged after the fact, committed keys, collusion."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from bench.stats import summarise
+from tests.helpers import SHRINK, bench_cli, run_module
+
+VERIFIABLE = ["watermarkdm", "roma", "sleepermark", "aiao", "activemark"]
+
+
+def score(method, world, unet, key, seed) -> float:
+    s = summarise(method.verify(world, unet, key, 4, seed), 1e-3)
+    return s["bit_acc"] if s["bit_acc"] is not None else s["mean_score"]
+
+
+@pytest.mark.parametrize("name", VERIFIABLE)
+def test_each_method_has_a_forger_that_fits_its_key_to_a_model_it_did_not_mark(micro_world, embedded, name):
+    """The forger rewrites its own key from the suspect (the base model, never marked by anyone): under the forger's
+    own query seed the forged key agrees with the suspect at least as well as the honest key did, and the forger's
+    key keeps its form (the same tensors and metadata names, so the verifier reads it)."""
+    e = embedded(name)
+    own = e.key  # stands for a key of the forger's own: the forger never sees the suspect owner's key
+    forged = e.method.forge(micro_world, micro_world.unet, own, 4, 900)
+    assert set(forged.tensors) == set(own.tensors) and set(forged.meta) == set(own.meta)
+    assert not e.method.key_lacks(forged)
+    assert any(not torch.equal(forged.tensors[k], own.tensors[k]) for k in own.tensors)
+    assert score(e.method, micro_world, micro_world.unet, forged, 900) >= score(e.method, micro_world,
+                                                                                micro_world.unet, own, 900)
+
+
+@pytest.fixture(scope="module")
+def disputed(shared_cache, tmp_path_factory):
+    """AIAO at seeds 0 and 1 (attack=none, verification only), then the dispute tool with budgets 1, 2."""
+    results = tmp_path_factory.mktemp("dispute")
+    bench_cli(["method=aiao", "attack=none", "metrics=verification", "seed=0,1", "-m", *SHRINK], results, shared_cache,
+              check=True)
+    proc = run_module("bench.tools.dispute", [str(results), "--budgets", "1,2", "--collusion", "2", "--cache",
+                                              str(shared_cache)], timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return results, proc
+
+
+def test_dispute_claims_run_within_the_budget_and_commitment_stops_the_forger(disputed):
+    results, proc = disputed
+    raw = pd.read_csv(results / "dispute" / "false_claims_raw.csv")
+    # three targets (the base model, the two watermarked models), each budget, with and without commitment
+    assert sorted(raw.target.unique()) == ["base", "watermarked:s0", "watermarked:s1"]
+    assert len(raw) == 3 * 2 * 2 and set(raw.budget) == {1, 2}
+    uncommitted, committed = raw[raw.commitment == "uncommitted"], raw[raw.commitment == "committed"]
+    # a key read off the model itself verifies on it; keys fixed before the model existed do not
+    assert uncommitted.claimed.all() and not committed.claimed.any()
+    # a larger budget never makes the best claim weaker
+    for kind, part in raw.groupby(["target", "commitment"]):
+        p = part.set_index("budget").best_p
+        assert p[2] <= p[1], kind
+    table = pd.read_csv(results / "dispute" / "false_claims.csv")
+    row = table[(table.commitment == "uncommitted") & (table.budget == 1)].iloc[0]
+    assert (row.hits, row.n) == (3, 3) and row.ci_low > 0.2 and row.ci_high == 1
+    assert (results / "dispute" / "false_claims.md").read_text().count("aiao") == 4
+
+
+def test_collusion_averages_the_copies_and_verifies_each_owner(disputed):
+    results, _ = disputed
+    raw = pd.read_csv(results / "dispute" / "collusion_raw.csv")
+    assert list(raw.member) == [0, 1] and set(raw.group) == {"0+1"} and set(raw.K) == {2}
+    assert raw.owner_loss_ratio.between(0.5, 2).all()
+    table = pd.read_csv(results / "dispute" / "collusion.csv")
+    assert table.n.tolist() == [2] and table.hits.tolist() == [int(raw.detected.sum())]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--budgets", "0"], "--budgets must be a comma-separated list of integers >= 1"),
+    (["--collusion", "1"], "--collusion must be a comma-separated list of integers >= 2"),
+    (["--forger-seed", "0"], "the forger must not hold an owner's key"),
+])
+def test_bad_dispute_settings_are_refused(disputed, shared_cache, args, words):
+    results, _ = disputed
+    proc = run_module("bench.tools.dispute", [str(results), "--cache", str(shared_cache), *args], timeout=300)
+    assert proc.returncode == 2 and words in proc.stderr, proc.stderr[-2000:]
