@@ -33,7 +33,8 @@ def test_each_method_has_a_forger_that_fits_its_key_to_a_model_it_did_not_mark(m
 
 @pytest.fixture(scope="module")
 def disputed(shared_cache, tmp_path_factory):
-    """AIAO at seeds 0 and 1 (attack=none, verification only), then the dispute tool with budgets 1, 2."""
+    """AIAO at seeds 0 and 1 (attack=none, verification only), then the dispute tool with budgets 1, 2 and collusion of
+    the two."""
     results = tmp_path_factory.mktemp("dispute")
     bench_cli(["method=aiao", "attack=none", "metrics=verification", "seed=0,1", "-m", *SHRINK], results, shared_cache,
               check=True)
@@ -75,8 +76,24 @@ def test_collusion_averages_the_copies_and_verifies_each_owner(disputed):
     (["--budgets", "0"], "--budgets must be a comma-separated list of integers >= 1"),
     (["--collusion", "1"], "--collusion must be a comma-separated list of integers >= 2"),
     (["--forger-seed", "0"], "the forger must not hold an owner's key"),
+    (["--dual", "aiao,magic"], "--dual names ['magic'], which are not methods in conf/method/"),
 ])
 def test_bad_dispute_settings_are_refused(disputed, shared_cache, args, words):
     results, _ = disputed
     proc = run_module("bench.tools.dispute", [str(results), "--cache", str(shared_cache), *args], timeout=300)
     assert proc.returncode == 2 and words in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_dual_claims_are_decided_by_the_owners_earlier_model(disputed, shared_cache):
+    """A pirate who embeds their own AIAO key into the owner's model W gets P, on which both marks verify; the pirate's
+    key does not verify on W, which the owner shows predates P. (Slow: two pirate embeddings.)"""
+    results, _ = disputed
+    proc = run_module("bench.tools.dispute", [str(results), "--budgets", "1,2", "--collusion", "2", "--dual", "aiao",
+                                              "--cache", str(shared_cache)], timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    raw = pd.read_csv(results / "dispute" / "dual_claims_raw.csv")
+    assert list(raw.owner_seed) == [0, 1] and set(raw.pirate) == {"aiao"} and list(raw.pirate_seed) == [800, 801]
+    assert raw.owner_on_W.all() and raw.pirate_on_P.all() and not raw.pirate_on_W.any()
+    table = pd.read_csv(results / "dispute" / "dual_claims.csv")
+    assert sorted(table.cell) == ["owner_on_P", "owner_on_W", "pirate_on_P", "pirate_on_W"] and set(table.n) == {2}

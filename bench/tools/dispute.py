@@ -1,7 +1,7 @@
 """Ownership disputes: false claims with forged keys (with and without commitment), and colluding owners.
 
-    python -m bench.tools.dispute [RESULTS_DIR] [--budgets 1,10] [--collusion 2,4] [--method NAME]
-                                  [--forger-seed 900] [--judge-seed 7] [--cache DIR]
+    python -m bench.tools.dispute [RESULTS_DIR] [--budgets 1,10] [--collusion 2,4] [--dual aiao,watermarkdm]
+                                  [--method NAME] [--forger-seed 900] [--judge-seed 7] [--pirate-seed 800] [--cache DIR]
 
 For every method variant with complete records at K >= 2 seeds of one configuration (the groups of
 `bench.tools.roc`; a cheap `attack=none metrics=verification` run adds a seed):
@@ -21,7 +21,14 @@ For every method variant with complete records at K >= 2 seeds of one configurat
   averaged uniformly (weights); every member's key verified on the average with the member's own query
   seed; and the average's owner-domain loss over the members' mean (the utility collector's loss).
 
-Writes RESULTS_DIR/dispute/false_claims.csv / .md and collusion.csv / .md. Forged keys, averages and
+* **Dual claims** (`--dual`, the ambiguity attacks of Fan et al., NeurIPS 2019). A pirate embeds a key of
+  their own (seed `--pirate-seed` + the owner's seed), with each method `--dual` names, into each owner's
+  watermarked model W, giving P (`embed_stage` on the world whose UNet is W). Each party's key is verified
+  on W and on P, each with its own query seed. Both marks may verify on P; the dispute is decided by W,
+  which the owner can show predates P: the pirate's key should not verify on it.
+
+Writes RESULTS_DIR/dispute/false_claims.csv / .md, collusion.csv / .md and dual_claims.csv / .md (the
+raw rows beside them as *_raw.csv). Forged keys, averages and
 verdicts are cached by content, so a re-run costs nothing.
 """
 from __future__ import annotations
@@ -35,6 +42,7 @@ import pandas as pd
 
 from bench.analysis.aggregate import clopper_pearson
 from bench.cache import write_text_atomic
+from bench.config import CONF
 from bench.errors import BenchError
 from bench.record import load_records
 from bench.tools.cli import command
@@ -55,17 +63,17 @@ def _ints(text: str, what: str, minimum: int) -> list[int]:
 
 
 class Judge:
-    """Verifies any key (by its content digest) on any model, with one group's method and verification settings."""
+    """Verifies any key (by its content digest) on any model, with one method and one group's verification settings."""
 
-    def __init__(self, rec: dict, cache, world):
+    def __init__(self, rec: dict, cache, world, method_cfg: dict | None = None):
         from omegaconf import OmegaConf
 
         from bench.run.runner import build
         cfg = OmegaConf.create(rec["config"])
-        self.method_cfg = rec["config"]["method"]
-        self.method = build(cfg.method, "method")
+        self.method_cfg = method_cfg or rec["config"]["method"]
+        self.method = build(OmegaConf.create(self.method_cfg), "method")
         self.verification = build(cfg.metrics.verification, "metrics")
-        self.cache, self.world, self.data_cfg = cache, world, rec["config"]["data"]
+        self.cache, self.world, self.data_cfg, self.rec = cache, world, rec["config"]["data"], rec
 
     def __call__(self, key, ref, seed: int) -> dict:
         from bench.commitment import key_digest
@@ -152,6 +160,48 @@ def collusion(judge: Judge, seeds: dict, cache, sizes: list[int]) -> list[dict]:
     return rows
 
 
+def method_config(rec: dict, name: str) -> dict:
+    """conf/method/NAME.yaml resolved at the record's model scale (the record's own config for its own method)."""
+    from omegaconf import OmegaConf
+
+    from bench.config import compose
+    from bench.untrusted import component
+    cfg = compose([f"method={name}", f"model.scale={rec['config']['model']['scale']}"])
+    return component(OmegaConf.to_container(cfg.method, resolve=True), "method", f"conf/method/{name}.yaml",
+                     "Name a method of conf/method/.")
+
+
+def dual_claims(judge: Judge, seeds: dict, cache, pirates: list[str], pirate_seed: int) -> list[dict]:
+    """One row per (owner seed, pirate method): the pirate embeds their own key (`pirate_seed` + owner seed) into the
+    owner's watermarked model W, giving P; each party's key verified on W and on P with the judge's settings and
+    each party's own query seed. The owner's W predates P and carries no pirate mark: that asymmetry decides."""
+    from omegaconf import OmegaConf
+    from tqdm.auto import tqdm
+
+    from bench.run.runner import build
+    from bench.run.stages import embed_stage, world_stage
+    from methods.base import Key
+    rows = []
+    for s, recs in tqdm(sorted(seeds.items()), desc=f"dual claims {judge.method.name}"):
+        rec = recs[0]
+        w = model_ref(cache, rec["models"]["watermarked"])
+        owner_key = Key.load(cache.path_for("embed", rec["key"]["address"]) / "key")
+        model_cfg = {**rec["config"]["model"], "unet_weights": str(w.weights)}
+        pirate_world, _ = world_stage(cache, build(OmegaConf.create(model_cfg), "model"), model_cfg,
+                                      judge.world.data, judge.world.device)
+        for name in pirates:
+            pirate = Judge(rec, cache, judge.world, method_config(rec, name))
+            p, pirate_key, _, _ = embed_stage(cache, pirate_world, pirate.method, pirate.method_cfg, pirate_seed + s,
+                                              judge.data_cfg)
+            row = {"owner_seed": s, "pirate": name, "pirate_seed": pirate_seed + s}
+            for who, j, key, seed in (("owner", judge, owner_key, s), ("pirate", pirate, pirate_key, pirate_seed + s)):
+                for model, ref in (("W", w), ("P", p)):
+                    v = j(key, ref, seed)
+                    row[f"{who}_on_{model}"], row[f"{who}_on_{model}_p"] = v["detected"], v["p_value"]
+            rows.append(row)
+    return rows
+
+
 def rates(df: pd.DataFrame, by: list[str], hit: str) -> pd.DataFrame:
     out = []
     for keys, part in df.groupby(by, sort=True):
@@ -163,7 +213,7 @@ def rates(df: pd.DataFrame, by: list[str], hit: str) -> pd.DataFrame:
 
 
 def measure(results: Path, budgets: list[int], sizes: list[int], only: list[str], forger_seed: int, judge_seed: int,
-            cache_dir: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+            cache_dir: Path | None = None, pirates: list[str] = (), pirate_seed: int = 800) -> dict[str, pd.DataFrame]:
     import torch
 
     from bench.cache import Cache
@@ -183,7 +233,7 @@ def measure(results: Path, budgets: list[int], sizes: list[int], only: list[str]
     if any(s in range(forger_seed, forger_seed + max(budgets)) for seeds in found.values() for s in seeds):
         raise BenchError(f"The forger's seeds {forger_seed}..{forger_seed + max(budgets) - 1} include a record's seed; "
                          "the forger must not hold an owner's key. Pass --forger-seed beyond the records' seeds.")
-    cache, claims, colluded, worlds = Cache(cache_dir or results / "cache"), [], [], {}
+    cache, claims, colluded, duals, worlds = Cache(cache_dir or results / "cache"), [], [], [], {}
     for (model, data, method, verification), seeds in sorted(found.items()):
         first = next(iter(seeds.values()))[0]
         if (model, data) not in worlds:
@@ -196,10 +246,13 @@ def measure(results: Path, budgets: list[int], sizes: list[int], only: list[str]
         label = {"model": model, "method": method, "n_keys": len(seeds)}
         claims += [{**label, **row} for row in false_claims(judge, seeds, cache, budgets, forger_seed, judge_seed)]
         colluded += [{**label, **row} for row in collusion(judge, seeds, cache, [k for k in sizes if k <= len(seeds)])]
-    return pd.DataFrame(claims), pd.DataFrame(colluded)
+        duals += [{**label, **row} for row in dual_claims(judge, seeds, cache, list(pirates), pirate_seed)]
+    return {"false_claims": pd.DataFrame(claims), "collusion": pd.DataFrame(colluded), "dual_claims": pd.DataFrame(duals)}
 
 
-def write(results: Path, claims: pd.DataFrame, colluded: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def write(results: Path, raw: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The rate tables (and the raw rows beside them) into RESULTS_DIR/dispute/."""
+    claims, colluded, duals = raw["false_claims"], raw["collusion"], raw["dual_claims"]
     out = results / "dispute"
     out.mkdir(parents=True, exist_ok=True)
     claim_rates = rates(claims, ["model", "method", "commitment", "budget"], "claimed")
@@ -210,11 +263,19 @@ def write(results: Path, claims: pd.DataFrame, colluded: pd.DataFrame) -> tuple[
         collusion_rates = collusion_rates.merge(ratio.rename(columns={"median": "owner_loss_ratio_median",
                                                                       "min": "owner_loss_ratio_min",
                                                                       "max": "owner_loss_ratio_max"}))
-    for name, table, raw in (("false_claims", claim_rates, claims), ("collusion", collusion_rates, colluded)):
-        write_text_atomic(out / f"{name}_raw.csv", raw.to_csv(index=False))
+    dual_rates = pd.DataFrame()
+    if len(duals):  # per (method, pirate): how often each party's key verifies on each model
+        cells = [f"{who}_on_{m}" for who in ("owner", "pirate") for m in ("W", "P")]
+        dual_rates = pd.concat([rates(duals.assign(cell=c, hit=duals[c]), ["model", "method", "pirate", "cell"], "hit")
+                                for c in cells], ignore_index=True)
+    tables = {"false_claims": claim_rates, "collusion": collusion_rates, "dual_claims": dual_rates}
+    for name, table in tables.items():
+        if not len(raw[name]):
+            continue
+        write_text_atomic(out / f"{name}_raw.csv", raw[name].to_csv(index=False))
         write_text_atomic(out / f"{name}.csv", table.to_csv(index=False))
         write_text_atomic(out / f"{name}.md", table.to_markdown(index=False, floatfmt=".3g") + "\n")
-    return claim_rates, collusion_rates
+    return tables
 
 
 def _main(argv: list[str]) -> int:
@@ -225,15 +286,23 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--method", action="append", default=[], help="only these methods (repeatable)")
     parser.add_argument("--forger-seed", type=int, default=900, help="the forger's first key seed (default 900)")
     parser.add_argument("--judge-seed", type=int, default=7, help="the judge's query seed (default 7)")
+    parser.add_argument("--dual", default="", help="pirate methods for dual claims, e.g. aiao,watermarkdm (default: "
+                        "none); each pirate embeds a key of its own into each owner's watermarked model")
+    parser.add_argument("--pirate-seed", type=int, default=800, help="the pirates' first key seed (default 800)")
     parser.add_argument("--cache", type=Path, default=None, help="the runs' cache (default: RESULTS_DIR/cache)")
     args = parser.parse_args(argv)
     results = Path(args.results_dir)
     budgets, sizes = _ints(args.budgets, "--budgets", 1), _ints(args.collusion, "--collusion", 2)
-    claims, colluded = measure(results, budgets, sizes, args.method, args.forger_seed, args.judge_seed, args.cache)
-    claim_rates, collusion_rates = write(results, claims, colluded)
-    print(claim_rates.to_markdown(index=False, floatfmt=".3g"))
-    if len(collusion_rates):
-        print(collusion_rates.to_markdown(index=False, floatfmt=".3g"))
+    pirates = [p for p in args.dual.split(",") if p.strip()]
+    unknown = [p for p in pirates if not (CONF / "method" / f"{p}.yaml").is_file()]
+    if unknown:
+        raise BenchError(f"--dual names {unknown}, which are not methods in conf/method/ "
+                         f"({sorted(f.stem for f in (CONF / 'method').glob('*.yaml'))}).")
+    raw = measure(results, budgets, sizes, args.method, args.forger_seed, args.judge_seed, args.cache, pirates,
+                  args.pirate_seed)
+    for table in write(results, raw).values():
+        if len(table):
+            print(table.to_markdown(index=False, floatfmt=".3g"))
     return 0
 
 
