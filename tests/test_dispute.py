@@ -89,11 +89,11 @@ def test_dual_claims_are_decided_by_the_owners_earlier_model(disputed, shared_ca
     """A pirate who embeds their own AIAO key into the owner's model W gets P, on which both marks verify; the pirate's
     key does not verify on W, which the owner shows predates P. (Slow: two pirate embeddings.)"""
     results, _ = disputed
-    proc = run_module("bench.tools.dispute", [str(results), "--budgets", "1,2", "--collusion", "2", "--dual", "aiao",
+    proc = run_module("bench.tools.dispute", [str(results), "--budgets", "1,2", "--collusion", "2", "--dual", "same",
                                               "--cache", str(shared_cache)], timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     raw = pd.read_csv(results / "dispute" / "dual_claims_raw.csv")
-    assert list(raw.owner_seed) == [0, 1] and set(raw.pirate) == {"aiao"} and list(raw.pirate_seed) == [800, 801]
+    assert list(raw.owner_seed) == [0, 1] and set(raw.pirate) == {"same"} and list(raw.pirate_seed) == [800, 801]
     assert raw.owner_on_W.all() and raw.pirate_on_P.all() and not raw.pirate_on_W.any()
     table = pd.read_csv(results / "dispute" / "dual_claims.csv")
     assert sorted(table.cell) == ["owner_on_P", "owner_on_W", "pirate_on_P", "pirate_on_W"] and set(table.n) == {2}

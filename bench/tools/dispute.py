@@ -22,7 +22,8 @@ For every method variant with complete records at K >= 2 seeds of one configurat
   seed; and the average's owner-domain loss over the members' mean (the utility collector's loss).
 
 * **Dual claims** (`--dual`, the ambiguity attacks of Fan et al., NeurIPS 2019). A pirate embeds a key of
-  their own (seed `--pirate-seed` + the owner's seed), with each method `--dual` names, into each owner's
+  their own (seed `--pirate-seed` + the owner's seed), with each method `--dual` names (`same`: the owner's
+  own method), into each owner's
   watermarked model W, giving P (`embed_stage` on the world whose UNet is W). Each party's key is verified
   on W and on P, each with its own query seed. Both marks may verify on P; the dispute is decided by W,
   which the owner can show predates P: the pirate's key should not verify on it.
@@ -190,10 +191,11 @@ def dual_claims(judge: Judge, seeds: dict, cache, pirates: list[str], pirate_see
         pirate_world, _ = world_stage(cache, build(OmegaConf.create(model_cfg), "model"), model_cfg,
                                       judge.world.data, judge.world.device)
         for name in pirates:
-            pirate = Judge(rec, cache, judge.world, method_config(rec, name))
+            # "same": the owner's own method config (a variant stays that variant)
+            pirate = Judge(rec, cache, judge.world, rec["config"]["method"] if name == "same" else method_config(rec, name))
             p, pirate_key, _, _ = embed_stage(cache, pirate_world, pirate.method, pirate.method_cfg, pirate_seed + s,
                                               judge.data_cfg)
-            row = {"owner_seed": s, "pirate": name, "pirate_seed": pirate_seed + s}
+            row = {"owner_seed": s, "pirate": "same" if name == "same" else name, "pirate_seed": pirate_seed + s}
             for who, j, key, seed in (("owner", judge, owner_key, s), ("pirate", pirate, pirate_key, pirate_seed + s)):
                 for model, ref in (("W", w), ("P", p)):
                     v = j(key, ref, seed)
@@ -225,7 +227,8 @@ def measure(results: Path, budgets: list[int], sizes: list[int], only: list[str]
     torch.set_grad_enabled(True)
     found = groups([checked(r) for r in load_records(results)
                     if r["status"] == "complete" and "verification" in r["config"].get("metrics", {})])
-    found = {k: v for k, v in found.items() if not only or k[2].split("[")[0] in only}
+    # the owner's plain verification: runs verified with alignment (bench.tools.roc --align's question) are left out
+    found = {k: v for k, v in found.items() if (not only or k[2].split("[")[0] in only) and "align=activations" not in k[3]}
     if not found:
         raise BenchError(f"No method in {results / 'records'} has complete records for two or more seeds of one "
                          "configuration. Run the seeds first, e.g. python -m bench method=watermarkdm attack=none "
@@ -286,15 +289,16 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--method", action="append", default=[], help="only these methods (repeatable)")
     parser.add_argument("--forger-seed", type=int, default=900, help="the forger's first key seed (default 900)")
     parser.add_argument("--judge-seed", type=int, default=7, help="the judge's query seed (default 7)")
-    parser.add_argument("--dual", default="", help="pirate methods for dual claims, e.g. aiao,watermarkdm (default: "
-                        "none); each pirate embeds a key of its own into each owner's watermarked model")
+    parser.add_argument("--dual", default="", help="pirate methods for dual claims, e.g. same,watermarkdm (same: the "
+                        "owner's own method; default: none); each pirate embeds a key of its own into each owner's "
+                        "watermarked model")
     parser.add_argument("--pirate-seed", type=int, default=800, help="the pirates' first key seed (default 800)")
     parser.add_argument("--cache", type=Path, default=None, help="the runs' cache (default: RESULTS_DIR/cache)")
     args = parser.parse_args(argv)
     results = Path(args.results_dir)
     budgets, sizes = _ints(args.budgets, "--budgets", 1), _ints(args.collusion, "--collusion", 2)
     pirates = [p for p in args.dual.split(",") if p.strip()]
-    unknown = [p for p in pirates if not (CONF / "method" / f"{p}.yaml").is_file()]
+    unknown = [p for p in pirates if p != "same" and not (CONF / "method" / f"{p}.yaml").is_file()]
     if unknown:
         raise BenchError(f"--dual names {unknown}, which are not methods in conf/method/ "
                          f"({sorted(f.stem for f in (CONF / 'method').glob('*.yaml'))}).")
