@@ -28,7 +28,6 @@ model=micro for a quick look).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import subprocess
 import sys

@@ -91,6 +91,15 @@ class Judge:
                            data_key=self.data_cfg, base=ref, watermarked=ref, attacked=[], null_attacked=[])
 
 
+def owner_key(cache, rec: dict):
+    """The key of a record's run, from the user's own cache by its (checked) address: never a path a record names."""
+    from bench.tools.roc import FIX
+    from bench.untrusted import hex_address
+    from methods.base import Key
+    return Key.load(cache.path_for("embed", hex_address(rec["key"]["address"], f"The record {rec['run_id']}'s "
+                                                        "key.address", FIX)) / "key")
+
+
 def forger_key(judge: Judge, seed: int):
     """A key of the forger's own, made honestly at `seed`: `make_key`, or for a method whose embedding completes the
     key (`key_from_embedding`, e.g. ActiveMark's trained decoder) an ordinary embedding at that seed (cached)."""
@@ -142,7 +151,6 @@ def average(cache, refs: list) -> object:
 def collusion(judge: Judge, seeds: dict, cache, sizes: list[int]) -> list[dict]:
     """One row per (K, group, member): does the member's own key verify on the group's average; its utility."""
     from bench.metrics.utility import Utility
-    from methods.base import Key
     utility, rows, order = Utility(), [], sorted(seeds)
     for k in sizes:
         for start in range(0, len(order) - k + 1, k):
@@ -154,7 +162,7 @@ def collusion(judge: Judge, seeds: dict, cache, sizes: list[int]) -> list[dict]:
             member_loss = sum(utility.losses(ctx, r)["owner_loss"] for r in refs) / k
             for s in group:
                 rec = seeds[s][0]
-                key = Key.load(cache.path_for("embed", rec["key"]["address"]) / "key")
+                key = owner_key(cache, rec)
                 v = judge(key, avg, s)
                 rows.append({"K": k, "group": "+".join(map(str, group)), "member": s, "detected": v["detected"],
                              "p_value": v["p_value"], "owner_loss_ratio": loss / member_loss})
@@ -181,12 +189,11 @@ def dual_claims(judge: Judge, seeds: dict, cache, pirates: list[str], pirate_see
 
     from bench.run.runner import build
     from bench.run.stages import embed_stage, world_stage
-    from methods.base import Key
     rows = []
     for s, recs in tqdm(sorted(seeds.items()), desc=f"dual claims {judge.method.name}"):
         rec = recs[0]
         w = model_ref(cache, rec["models"]["watermarked"])
-        owner_key = Key.load(cache.path_for("embed", rec["key"]["address"]) / "key")
+        owner = owner_key(cache, rec)
         model_cfg = {**rec["config"]["model"], "unet_weights": str(w.weights)}
         pirate_world, _ = world_stage(cache, build(OmegaConf.create(model_cfg), "model"), model_cfg,
                                       judge.world.data, judge.world.device)
@@ -196,7 +203,7 @@ def dual_claims(judge: Judge, seeds: dict, cache, pirates: list[str], pirate_see
             p, pirate_key, _, _ = embed_stage(cache, pirate_world, pirate.method, pirate.method_cfg, pirate_seed + s,
                                               judge.data_cfg)
             row = {"owner_seed": s, "pirate": "same" if name == "same" else name, "pirate_seed": pirate_seed + s}
-            for who, j, key, seed in (("owner", judge, owner_key, s), ("pirate", pirate, pirate_key, pirate_seed + s)):
+            for who, j, key, seed in (("owner", judge, owner, s), ("pirate", pirate, pirate_key, pirate_seed + s)):
                 for model, ref in (("W", w), ("P", p)):
                     v = j(key, ref, seed)
                     row[f"{who}_on_{model}"], row[f"{who}_on_{model}_p"] = v["detected"], v["p_value"]
