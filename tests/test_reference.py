@@ -72,3 +72,20 @@ def test_activemark_calibration_is_what_its_committed_verifications_give(tmp_pat
     assert (tmp_path / "cal" / "calibration.md").read_text() == (ref / "calibration.md").read_text()
     assert json.loads((tmp_path / "cal" / "calibration.json").read_text()) == json.loads(
         (ref / "calibration.json").read_text())
+
+
+def test_the_roc_tables_are_what_the_committed_verifications_give(tmp_path):
+    """results/reference/roc: roc_summary and fpr_by_null_kind are re-derived from the committed per-method
+    verification rows (`python -m bench.tools.roc --tables-only`: no model is loaded)."""
+    import subprocess
+    ref = ROOT / "results" / "reference" / "roc"
+    shutil.copytree(ref, tmp_path / "roc")
+    tables = ["roc_summary.csv", "roc_summary.md", "fpr_by_null_kind.csv", "fpr_by_null_kind.md"]
+    for name in tables:
+        (tmp_path / "roc" / name).unlink()
+    proc = subprocess.run([sys.executable, "-m", "bench.tools.roc", str(tmp_path), "--tables-only"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in tables:
+        assert (tmp_path / "roc" / name).read_text() == (ref / name).read_text(), name
+    assert {p.name for p in (tmp_path / "roc").glob("roc_tiny_*.png")} == {p.name for p in ref.glob("roc_tiny_*.png")}

@@ -1,6 +1,7 @@
 """False-positive rates and ROC curves on null models that never saw the key.
 
     python -m bench.tools.roc [RESULTS_DIR] [--independent 3] [--indep-steps 1500] [--other-worlds 1] [--align]
+    python -m bench.tools.roc [RESULTS_DIR] --tables-only     # re-derive the tables from the rows already written
 
 For every method variant with K >= 2 seeds in RESULTS_DIR's records (one model, data, method and
 verification settings; the attacks and the other collectors may differ, so a cheap
@@ -37,12 +38,17 @@ model, as the owner's aligned verification does (`metrics.verification.align=act
 files go to RESULTS_DIR/roc_aligned/: the false-positive rates with alignment, beside the unaligned
 ones, show whether the matching manufactures evidence.
 
+Every verification is one row of `<model>_<method>.csv` (with its group's settings and the raw scores), and
+the tables and plots are computed from those files alone (`tables`), so `--tables-only` re-derives a
+committed roc/ folder without its models (tests/test_reference.py does).
+
 The entries are keys x models, not independent draws: one key meets many models and one model
 many keys, so the Clopper-Pearson interval is nominal.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import sys
@@ -52,6 +58,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bench.cache import write_text_atomic
 from bench.tools.cli import command
 from bench.analysis.aggregate import clopper_pearson, group_records
 from bench.errors import BenchError
@@ -332,7 +339,7 @@ def measure(results: Path, n_indep: int, indep_steps: int, n_worlds: int, only: 
                          "experiment=seeds5 method=watermarkdm attack=full_ft -m")
     out_dir = results / ("roc_aligned" if align else "roc")
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary, kinds, worlds, nulls = [], [], {}, {}
+    worlds, nulls = {}, {}
     for (model, data, method, verification), seeds in sorted(found.items()):
         first = next(iter(seeds.values()))[0]
         cfg = OmegaConf.create(first["config"])
@@ -364,23 +371,46 @@ def measure(results: Path, n_indep: int, indep_steps: int, n_worlds: int, only: 
                              "matches": s.get("matches"), "scores": s.get("scores"),
                              "bit_acc": s.get("bit_acc"), "verification_rate": s.get("verification_rate"),
                              "n_queries": s.get("n_queries"), "query_p0": s.get("null_match_prob")})
-        df = pd.DataFrame(rows)
-        name = f"{model}_{method}"
-        df.drop(columns=["scores"]).to_csv(out_dir / f"{name}.csv", index=False)
-        plot(df, out_dir / f"roc_{name}.png", f"{model} / {method}", verify.verification.target_fpr)
+        df = pd.DataFrame(rows).assign(group_model=model, group_data=data, group_method=method,
+                                       group_verification=verification, target_fpr=verify.verification.target_fpr)
+        df["scores"] = df.scores.map(json.dumps)  # per-query scores, for the plot's right panel
+        write_text_atomic(out_dir / f"{model}_{method}.csv", df.to_csv(index=False))
+    return tables(out_dir)
+
+
+VERIFICATIONS = "the per-method verification rows (<model>_<method>.csv)"
+
+
+def tables(out_dir: Path) -> pd.DataFrame:
+    """roc_summary, fpr_by_null_kind (.csv, .md) and the plots from the verification rows `measure` wrote into
+    `out_dir`: no model is loaded, so a committed roc/ folder re-derives its tables (`--tables-only`)."""
+    summary, kinds = [], []
+    for path in sorted(out_dir.glob("*.csv")):
+        if path.name.startswith(("roc_summary", "fpr_by_null_kind", "null_models_")):
+            continue
+        df = pd.read_csv(path)
+        if "group_method" not in df:
+            raise BenchError(f"'{path}' is not one of {VERIFICATIONS} written by this version of bench.tools.roc "
+                             "(it lacks the group columns). Measure again: python -m bench.tools.roc RESULTS_DIR")
+        df["scores"] = (df.scores if "scores" in df else pd.Series([None] * len(df))).map(
+            lambda v: json.loads(v) if isinstance(v, str) else None)
+        first = df.iloc[0]
+        model, data, method, verification = (first[f"group_{k}"] for k in ("model", "data", "method", "verification"))
+        target = float(first.target_fpr)
+        plot(df, out_dir / f"roc_{path.stem}.png", f"{model} / {method}", target)
+        n_keys = df.key_seed.nunique()
         for row in by_null_kind(df):
-            kinds.append({"model": model, "method": method, "n_keys": len(seeds), "target_fpr":
-                          verify.verification.target_fpr, **row})
-        for row in summary_rows(df, verify.verification.target_fpr):
+            kinds.append({"model": model, "method": method, "n_keys": n_keys, "target_fpr": target, **row})
+        for row in summary_rows(df, target):
             summary.append({"model": model, "data": data, "method": method, "verification": verification, **row,
-                            "n_keys": len(seeds),
+                            "n_keys": n_keys,
                             "null_kinds": ", ".join(sorted(set(df[~df.positive].role.map(null_kind))))})
-    table = pd.DataFrame(summary)
-    table.to_csv(out_dir / "roc_summary.csv", index=False)
-    (out_dir / "roc_summary.md").write_text(table.to_markdown(index=False, floatfmt=".3g") + "\n")
-    per_kind = pd.DataFrame(kinds)
-    per_kind.to_csv(out_dir / "fpr_by_null_kind.csv", index=False)
-    (out_dir / "fpr_by_null_kind.md").write_text(per_kind.to_markdown(index=False, floatfmt=".3g") + "\n")
+    if not summary:
+        raise BenchError(f"'{out_dir}' holds none of {VERIFICATIONS}. Run python -m bench.tools.roc RESULTS_DIR first.")
+    table, per_kind = pd.DataFrame(summary), pd.DataFrame(kinds)
+    for name, t in (("roc_summary", table), ("fpr_by_null_kind", per_kind)):
+        write_text_atomic(out_dir / f"{name}.csv", t.to_csv(index=False))
+        write_text_atomic(out_dir / f"{name}.md", t.to_markdown(index=False, floatfmt=".3g") + "\n")
     return table
 
 
@@ -394,13 +424,18 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--cache", type=Path, default=None, help="the cache holding the runs' models (default: "
                         "RESULTS_DIR/cache)")
     parser.add_argument("--skip-bad", action="store_true", help="leave out (and name) files that are not records")
+    parser.add_argument("--tables-only", action="store_true", help="no models: re-derive the tables and plots from "
+                        "the verification rows already in RESULTS_DIR/roc (or roc_aligned with --align)")
     parser.add_argument("--align", action="store_true", help="align every model to the key's watermarked model before "
                         "verifying (metrics.verification.align=activations); writes RESULTS_DIR/roc_aligned/")
     args = parser.parse_args(argv)
     if min(args.independent, args.other_worlds) < 0 or args.indep_steps < 1:
         raise BenchError("--independent and --other-worlds must be >= 0 and --indep-steps >= 1.")
-    table = measure(Path(args.results_dir), args.independent, args.indep_steps, args.other_worlds, args.method,
-                    args.cache, args.skip_bad, args.align)
+    if args.tables_only:
+        table = tables(Path(args.results_dir) / ("roc_aligned" if args.align else "roc"))
+    else:
+        table = measure(Path(args.results_dir), args.independent, args.indep_steps, args.other_worlds, args.method,
+                        args.cache, args.skip_bad, args.align)
     print(table.to_markdown(index=False, floatfmt=".3g"))
     return 0
 
