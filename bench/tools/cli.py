@@ -38,3 +38,10 @@ def command(body: Callable[[list[str]], int | None]) -> Callable[[Sequence[str] 
             return fail(err)
         return 0 if status is None else status
     return main
+
+
+def write_table(folder, name: str, table, floatfmt: str = ".3g") -> None:
+    """A tool's table as `name`.csv and `name`.md (markdown, `floatfmt`) in `folder`, each written atomically."""
+    from bench.cache import write_text_atomic
+    write_text_atomic(folder / f"{name}.csv", table.to_csv(index=False))
+    write_text_atomic(folder / f"{name}.md", table.to_markdown(index=False, floatfmt=floatfmt) + "\n")

@@ -46,7 +46,7 @@ from bench.cache import write_text_atomic
 from bench.config import CONF
 from bench.errors import BenchError
 from bench.record import load_records
-from bench.tools.cli import command
+from bench.tools.cli import command, write_table
 from bench.tools.roc import checked, groups, model_ref
 
 log = logging.getLogger("bench.tools.dispute")
@@ -283,8 +283,7 @@ def write(results: Path, raw: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame
         if not len(raw[name]):
             continue
         write_text_atomic(out / f"{name}_raw.csv", raw[name].to_csv(index=False))
-        write_text_atomic(out / f"{name}.csv", table.to_csv(index=False))
-        write_text_atomic(out / f"{name}.md", table.to_markdown(index=False, floatfmt=".3g") + "\n")
+        write_table(out, name, table)
     return tables
 
 

@@ -59,7 +59,7 @@ import pandas as pd
 from scipy import stats
 
 from bench.cache import write_text_atomic
-from bench.tools.cli import command
+from bench.tools.cli import command, write_table
 from bench.analysis.aggregate import clopper_pearson, group_records
 from bench.errors import BenchError
 from bench.record import load_records
@@ -351,8 +351,7 @@ def measure(results: Path, n_indep: int, indep_steps: int, n_worlds: int, only: 
             worlds[wkey] = world
             nulls[wkey] = independent_nulls(first, cache, world, n_indep, indep_steps, n_worlds)
             quality = null_quality(first, cache, world, nulls[wkey])
-            quality.to_csv(out_dir / f"null_models_{model}.csv", index=False)
-            (out_dir / f"null_models_{model}.md").write_text(quality.to_markdown(index=False, floatfmt=".4g") + "\n")
+            write_table(out_dir, f"null_models_{model}", quality, ".4g")
             log.info("null models' quality (%s):\n%s", model, quality.to_markdown(index=False, floatfmt=".4g"))
         world, verify = worlds[wkey], Verifier(first, cache, worlds[wkey], align)
         if not verify.method.verifiable:
@@ -408,9 +407,8 @@ def tables(out_dir: Path) -> pd.DataFrame:
     if not summary:
         raise BenchError(f"'{out_dir}' holds none of {VERIFICATIONS}. Run python -m bench.tools.roc RESULTS_DIR first.")
     table, per_kind = pd.DataFrame(summary), pd.DataFrame(kinds)
-    for name, t in (("roc_summary", table), ("fpr_by_null_kind", per_kind)):
-        write_text_atomic(out_dir / f"{name}.csv", t.to_csv(index=False))
-        write_text_atomic(out_dir / f"{name}.md", t.to_markdown(index=False, floatfmt=".3g") + "\n")
+    write_table(out_dir, "roc_summary", table)
+    write_table(out_dir, "fpr_by_null_kind", per_kind)
     return table
 
 
