@@ -60,6 +60,10 @@ def check_choices(argv: list[str]) -> str | None:
     folders = [CONF] + [Path(m) for a in argv if a.startswith("hydra.searchpath")
                         for m in re.findall(r"file://([^,\]]+)", a)]
     for arg in argv:
+        if re.match(r"\+{0,2}search=", arg):
+            return (f"{arg!r}: conf/search/ holds search spaces, which `python -m bench` does not run. Run one with "
+                    f"`python -m bench.tools.search {arg.split('=', 1)[1]} method=NAME` (docs/methods.md, \"The "
+                    "worst-case attacker\").")
         m = re.fullmatch(r"\+{0,2}(model|data|method|attack|metrics|logger|experiment)=([\w,.-]+)", arg)
         if not m:
             continue  # not a group choice, or a sweep expression (glob(...), choice(...)) that Hydra checks

@@ -25,13 +25,14 @@ OmegaConf.register_new_resolver("scale", _scale, replace=True)
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-def compose(overrides: list[str] = ()) -> DictConfig:
+def compose(overrides: list[str] = (), return_hydra_config: bool = False) -> DictConfig:
     """The harness's config (`conf/config.yaml`) with `overrides`, composed without running the app; inside an
-    initialised Hydra (a run, a test's own `initialize`) it composes there."""
+    initialised Hydra (a run, a test's own `initialize`) it composes there. `return_hydra_config`: with the `hydra`
+    node (its `runtime.choices` name the YAML picked in each group)."""
     from hydra import compose as hydra_compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     if GlobalHydra.instance().is_initialized():
-        return hydra_compose("config", overrides=list(overrides))
+        return hydra_compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return hydra_compose("config", overrides=list(overrides))
+        return hydra_compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)

@@ -31,6 +31,7 @@ ATTACKS = {
     "lazy_ft": (["attack.steps=2", "attack.batch_size=2", "attack.probe_steps=2", "attack.probe_batch_size=2"],
                 [0, 1, 2], "step"),
     "expressive_ft": (["attack.steps=2", "attack.batch_size=2", "attack.n_probe=4"], [0, 1, 2], "step"),
+    "erase_recover": (["attack.erase_steps=1", "attack.steps=1", "attack.batch_size=2"], [0, 1, 2], "step"),
     "merge": (["attack.partner=finetuned", "attack.ft_steps=2", "attack.ft_batch_size=2", "attack.coefficients=[0.5]"],
               [0.0, 0.5], "merge coefficient"),
 }
@@ -54,6 +55,18 @@ def test_checkpoint_budgets(name):
     attack = build(attack_cfg(name, overrides), "attack")
     assert attack.checkpoints == list(range(len(budgets)))
     assert [attack.budget(c) for c in attack.checkpoints] == budgets and attack.budget_label == label
+
+
+def test_erase_recover_mismatches_every_caption_and_numbers_both_phases():
+    from attacks.erase_recover import derangement
+    for n in (2, 3, 17):
+        for seed in range(5):
+            other = derangement(n, torch.Generator().manual_seed(seed))
+            assert sorted(other.tolist()) == list(range(n))  # a permutation of the attacker's items
+            assert all(other[i] != i for i in range(n))  # no image keeps its own caption
+    attack = build(attack_cfg("erase_recover", ["attack.erase_steps=7", "attack.steps=5"]), "attack")
+    assert attack.checkpoints[-1] == 12 and 7 in attack.checkpoints  # the end of the erase phase is a checkpoint
+    assert attack.steps == 5  # the recovery's own optimiser and lr schedule run over its steps
 
 
 def test_merge_with_base_interpolates(world, tmp_path):

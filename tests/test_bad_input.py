@@ -33,6 +33,8 @@ def _artifacts(results):
     (["attack=lazy_ft", "attack.mode=delete"], "attack.mode must be 'finetune' or 'reinit'"),
     (["attack=trigger_ft", "attack.trigger_source=oracle"], "attack.trigger_source must be 'public'"),
     (["attack=lora_ft", "attack.rank_fraction=2"], "attack.rank_fraction must be in (0, 1]"),
+    (["attack=erase_recover", "attack.mismatch=random"], "attack.mismatch must be one of ['shuffle', 'noise']"),
+    (["search=full_ft"], "python -m bench.tools.search full_ft method=NAME"),
     (["metrics.utility.max_owner_loss_ratio=0.5"], "metrics.utility.max_owner_loss_ratio must be at least 1"),
     (["model.train_precision=fp8"], "model.train_precision must be one of ['fp32', 'bf16', 'fp16']"),
     (["model.train_precision=fp16", "device=cpu"], "model.train_precision=fp16 was requested on the CPU"),

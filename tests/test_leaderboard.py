@@ -106,6 +106,26 @@ def test_rows_mixing_world_builds_are_refused_unless_pooling_is_asked_for(tmp_pa
         assert list(df.n_seeds) == [3]
 
 
+def test_tradeoff_figure_draws_each_attack_beside_the_uninformed_noise_line(tmp_path):
+    from bench.analysis.aggregate import group_records
+    from bench.analysis.plots import plot_tradeoff, tradeoff_lines
+    recs = []
+    for attack, overrides, ratios, acc in (("full_ft", [], (1.0, 1.05, 1.3), 0.9),
+                                           ("noise", ["attack.scales=[0.01,0.1]"], (1.0, 1.5, 4.0), 0.7)):
+        for seed in (0, 1):
+            rec = record_from(planned([*overrides, f"seed={seed}"], attack=attack), bit_acc=acc + 0.02 * seed)
+            rec["curves"]["utility"] = [{"step": b, "owner_loss_ratio": r * (1 + seed)} for b, r in
+                                        zip((0, 10, 20), ratios)]
+            recs.append(rec)
+    paths = plot_tradeoff(recs, tmp_path)
+    assert [p.name for p in paths] == ["tradeoff_micro_micro_roma.png"] and paths[0].stat().st_size > 10_000
+    by_attack = {k[-1]: v for k, v in group_records(recs, ("method", "attack")).items()}
+    lines = {line["attack"].split("[")[0]: line for line in tradeoff_lines(by_attack)}
+    assert lines["noise"]["uninformed"] and not lines["full_ft"]["uninformed"]
+    assert list(lines["noise"]["x"]) == pytest.approx([1.5, 2.25, 6.0])  # the mean over seeds per checkpoint
+    assert list(lines["full_ft"]["y"]) == pytest.approx([0.91] * 3) and lines["noise"]["n"] == 2
+
+
 def test_attack_seed_interpolation_does_not_split_seeds():
     """`attack.seed: ${seed}` follows the run's seed: seeds 0 and 1 are one identity, with different run ids."""
     a, b = planned(["seed=0"]), planned(["seed=1"])

@@ -78,7 +78,7 @@ def write_leaderboard(results_dir: Path, require_records: bool = False, skip_bad
     replaced atomically. `require_records`: refuse (BenchError) a folder with no records instead of writing
     nothing. A row whose seeds ran on different builds of its world is refused (`refuse_mixed_builds`) unless
     `allow_mixed_builds`; the markdown tables and the meta file then name the pooled rows."""
-    from bench.analysis.plots import plot_lmc, plot_robustness
+    from bench.analysis.plots import plot_lmc, plot_robustness, plot_tradeoff
     from bench.record import refuse_bad, scan_records
     from bench.analysis.report import write_report
 
@@ -118,6 +118,7 @@ def write_leaderboard(results_dir: Path, require_records: bool = False, skip_bad
     write_json_atomic(results_dir / "leaderboard_meta.json", meta)
     plot_robustness(records, results_dir)
     plot_lmc(records, results_dir)
+    plot_tradeoff(records, results_dir)
     write_report(results_dir, records)
     log.info("leaderboard: %d rows from %d records (%d superseded) in %.1f s -> %s", len(df), len(records),
              df.attrs.get("superseded", 0), time.perf_counter() - start, results_dir / "leaderboard.csv")

@@ -1,4 +1,5 @@
-"""Robustness and utility curves: one PNG per (model, data, attack variant), a line per method variant.
+"""Robustness and utility curves: one PNG per (model, data, attack variant), a line per method variant; and per
+method the strength-against-utility trade-off of every attack beside the uninformed-degradation line (`plot_tradeoff`).
 
 Left: the mark's strength (bit accuracy for bit methods, verification rate for the others) against
 the attack budget; right: the attacker's utility at the same checkpoints (owner-domain loss
@@ -112,6 +113,71 @@ def plot_robustness(records: list[dict], out_dir: Path) -> list[Path]:
         fig.savefig(path, dpi=120)
         plt.close(fig)
     return [f[0] for f in figures]
+
+
+UNINFORMED = "noise"  # the attack whose curve is the uninformed-degradation reference: weight noise knows nothing
+
+
+def _mean_curve(curves: list[list[dict]], value) -> np.ndarray:
+    """The mean over seeds of `value(point)` at each checkpoint (curves of another length than the first dropped)."""
+    rows = [[np.nan if value(p) is None else value(p) for p in c] for c in curves if len(c) == len(curves[0])]
+    return np.nanmean(np.array(rows, dtype=float), axis=0)
+
+
+def tradeoff_lines(by_attack: dict[str, list[dict]]) -> list[dict]:
+    """Per attack variant (sorted): {"attack", "n", "x": mean owner-loss ratio per checkpoint, "y": mean strength,
+    "uninformed": whether it is the reference (`attack=noise`)}."""
+    out = []
+    for attack, recs in sorted(by_attack.items()):
+        out.append({"attack": attack, "n": len(recs), "uninformed": attack.split("[")[0] == UNINFORMED,
+                    "x": _mean_curve([r["curves"]["utility"] for r in recs], lambda p: p.get("owner_loss_ratio")),
+                    "y": _mean_curve([r["curves"]["robustness"] for r in recs], _strength)})
+    return out
+
+
+def plot_tradeoff(records: list[dict], out_dir: Path) -> list[Path]:
+    """Write tradeoff_<model>_<method>.png per (model, data, metrics, method): the mark's strength against the
+    attacker's owner-domain loss ratio, a line per attack variant through its checkpoints (mean over seeds), beside
+    the uninformed-degradation line (weight noise, `attack=noise`: an attacker who knows nothing, at the same utility
+    loss) and the utility budget. An attack below the noise line removes more than degradation alone would."""
+    def usable(r: dict) -> bool:
+        curves = r.get("curves", {})
+        return (r["status"] == "complete" and bool(curves.get("robustness")) and bool(curves.get("utility"))
+                and len(curves["robustness"]) == len(curves["utility"]))
+    panels: dict[tuple, dict[str, list[dict]]] = {}
+    for (model, data, metrics, method, attack), recs in group_records(
+            records, ("model", "data", "metrics", "method", "attack"), usable).items():
+        panels.setdefault((model, data, metrics, method), {})[attack] = recs
+    metric_kinds = {k[2] for k in panels}
+    paths = []
+    for (model, data, metrics, method), by_attack in sorted(panels.items()):
+        parts = [model, data] + ([metrics] if len(metric_kinds) > 1 else []) + [method]
+        path = out_dir / f"tradeoff_{'_'.join(slug(x) for x in parts)}.png"
+        paths.append(path)
+        if up_to_date(path, by_attack):
+            continue
+        fig, ax = plt.subplots(figsize=(6.4, 4.4))
+        budgets = {r["config"].get("metrics", {}).get("utility", {}).get("max_owner_loss_ratio")
+                   for recs in by_attack.values() for r in recs}
+        for i, line in enumerate(tradeoff_lines(by_attack)):
+            x, y, name = line["x"], line["y"], f"{line['attack']} (n={line['n']})"
+            if line["uninformed"]:
+                ax.plot(x, y, color="black", lw=2.2, ls="--", zorder=5, label=f"uninformed degradation: {name}")
+            else:
+                ax.plot(x, y, marker="o", ms=2.5, lw=1, color=f"C{i % 10}", label=name)
+                ax.plot(x[-1:], y[-1:], marker="s", ms=5, color=f"C{i % 10}")  # the final checkpoint
+        for budget in sorted(b for b in budgets if b is not None):
+            ax.axvline(budget, color="red", lw=0.9, ls=":", label=f"utility budget (owner loss x{budget:g})")
+        ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+        ax.set_xscale("log")
+        ax.set(xlabel="owner-domain loss / watermarked model's (log)", ylabel="bit accuracy / verification rate",
+               ylim=(0, 1.05), title=textwrap.shorten(f"{model} / {data}: {method}, strength against utility", 70,
+                                                      placeholder="…"))
+        ax.legend(fontsize=5.5, ncol=2)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+    return paths
 
 
 LMC_PAIRS = {"lmc/wm_to_attacked": "watermarked → attacked", "lmc/base_to_wm": "base → watermarked"}
