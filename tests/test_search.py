@@ -141,6 +141,12 @@ def test_the_exported_yaml_reproduces_the_best_trials_record(searched):
     assert again["config"]["attack"] == {**best["config"]["attack"], "label": "space_worst_watermarkdm"}
     assert values(again) == values(best)
     assert again["models"]["checkpoints"] == best["models"]["checkpoints"]  # the same attacked weights
+    # the worst-case table: the search's best and the exported attack's records at seeds other than the search's
+    from bench.tools.search import worst_case
+    table = worst_case(results).set_index("search")
+    assert (results / "search" / "worst_case.md").is_file()
+    assert table.loc["whole", "trials (N)"] == 3 and table.loc["whole", "re-run seeds"] == ""  # seed 0 is no re-run
+    assert table.loc["whole", "search seed: -log10 p"] == pytest.approx(summary["best"]["objective"])
 
 
 @pytest.mark.parametrize("edit, extra, message", [

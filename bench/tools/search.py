@@ -4,6 +4,7 @@
     python -m bench.tools.search full_ft method=aiao                       # conf/search/full_ft.yaml, its N
     python -m bench.tools.search lora_ft method=sleepermark --trials 40
     python -m bench.tools.search full_ft method=roma debug=micro --trials 3    # a smoke search on the micro world
+    python -m bench.tools.search --summary results     # the worst case per search, with its fresh-seed re-run
 
 SPACE is `conf/search/<SPACE>.yaml` (or a path to such a YAML). It names the attack whose settings are searched,
 the parameters and their ranges, the number of trials N, the objective and the utility budget (the file's
@@ -42,6 +43,7 @@ or whose collector does not run, method=none) is refused with one paragraph befo
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import sys
@@ -335,12 +337,22 @@ def export(best: dict, search: dict, out: Path, name: str, base: list[str], seed
 def _main(argv: list[str]) -> int | None:
     parser = argparse.ArgumentParser(prog="python -m bench.tools.search", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("space", help="conf/search/<SPACE>.yaml, or a path to a search-space YAML")
+    parser.add_argument("space", nargs="?", help="conf/search/<SPACE>.yaml, or a path to a search-space YAML")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of every trial's run, e.g. method=aiao seed=0")
     parser.add_argument("--trials", type=int, default=None, help="N, the number of trials (default: the space's)")
     parser.add_argument("--seed", type=int, default=0, help="the sampler's seed (default 0)")
     parser.add_argument("--name", default=None, help="the search's folder under <results_dir>/search/")
-    args = parser.parse_args(argv)
+    parser.add_argument("--summary", metavar="RESULTS_DIR", default=None,
+                        help="instead of searching: the worst-case table of every search in RESULTS_DIR/search/ and "
+                             "its exported attack's fresh-seed records (RESULTS_DIR/search/worst_case.csv / .md)")
+    args = parser.parse_intermixed_args(argv)  # options anywhere among the overrides
+    if args.summary is not None:
+        require(Path(args.summary, "search").is_dir(), f"{args.summary} has no search/ folder: run a search first "
+                "(python -m bench.tools.search SPACE method=NAME paths.results_dir=...).")
+        table = worst_case(Path(args.summary))
+        print(table.to_markdown(index=False, floatfmt=".3g") if len(table) else "no search has finished yet")
+        return None
+    require(args.space is not None, "Name a search space (conf/search/<SPACE>.yaml or a path), or give --summary.")
     import optuna
     from filelock import FileLock, Timeout
 
@@ -437,6 +449,55 @@ def _main(argv: list[str]) -> int | None:
     finally:
         lock.release()
     return None
+
+
+def worst_case(results_dir: Path):
+    """One row per search under `results_dir/search/` with its exported worst case: the search (N, feasible trials,
+    the best config, its evidence and utility at the search seed) and the exported attack's records in
+    `results_dir/records` at other seeds (the fresh-seed re-run): removed within the utility budget k/n with its exact
+    95% interval, the median -log10 p and the owner-loss ratio and FID increase (mean, min-max) at the final
+    checkpoint. Written as results_dir/search/worst_case.csv / .md."""
+    import statistics
+
+    import pandas as pd
+
+    from bench.analysis.aggregate import clopper_pearson
+    from bench.record import load_records
+    records = load_records(Path(results_dir) / "records", skip_bad=True)
+    rows = []
+    for path in sorted((Path(results_dir) / "search").glob("*/best.json")):
+        summary = json.loads(path.read_text())
+        settings, best = summary["settings"], summary.get("best")
+        row = {"method": settings["method"], "attack": settings["attack"], "search": path.parent.name,
+               "trials (N)": summary["n_trials"], "within budget": summary["n_feasible"]}
+        if best is None:
+            rows.append({**row, "best config": "none within budget"})
+            continue
+        name = Path(summary["export"]).stem
+        row["best config"] = ", ".join(f"{k[len('param:'):]}={v:.3g}" if isinstance(v, float) else
+                                       f"{k[len('param:'):]}={v}" for k, v in best.items() if k.startswith("param:"))
+        row["search seed: -log10 p"] = best["objective"] if settings["objective"] == "evidence" else None
+        seed = settings["run_seed"]
+        recs = [r for r in records if r.get("attack") == name and r.get("method") == settings["method"]
+                and r["status"] == "complete" and r["seed"] != seed]
+        n = len(recs)
+        removed = sum(not value(r, "survived_within_budget") for r in recs)
+        row["re-run seeds"] = ",".join(str(r["seed"]) for r in sorted(recs, key=lambda r: r["seed"]))
+        if n:
+            low, high = clopper_pearson(removed, n)
+            row["removed within budget"] = f"{removed}/{n} [{low:.2f}, {high:.2f}]"
+            evidence = [-math.log10(max(float(value(r, "verify/attacked/p_value")), P_FLOOR)) for r in recs]
+            row["median -log10 p"] = statistics.median(evidence)
+            for figure in ("owner_loss_ratio", "fid_increase"):
+                got = [value(r, f"utility/attacked/{figure}") for r in recs]
+                got = [float(g) for g in got if g is not None]
+                if got:
+                    row[figure] = f"{statistics.mean(got):.3g} [{min(got):.3g}, {max(got):.3g}]"
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if rows:
+        write_table(Path(results_dir) / "search", "worst_case", table)
+    return table
 
 
 def write_outputs(out: Path, table: list[dict], search: dict) -> None:
