@@ -118,7 +118,7 @@ def test_tradeoff_figure_draws_each_attack_beside_the_uninformed_noise_line(tmp_
                                         zip((0, 10, 20), ratios)]
             recs.append(rec)
     paths = plot_tradeoff(recs, tmp_path)
-    assert [p.name for p in paths] == ["tradeoff_micro_micro_roma.png"] and paths[0].stat().st_size > 10_000
+    assert [p.name for p in paths] == ["tradeoff_micro_roma.png"] and paths[0].stat().st_size > 10_000
     by_attack = {k[-1]: v for k, v in group_records(recs, ("method", "attack")).items()}
     lines = {line["attack"].split("[")[0]: line for line in tradeoff_lines(by_attack)}
     assert lines["noise"]["uninformed"] and not lines["full_ft"]["uninformed"]

@@ -118,7 +118,8 @@ def test_report_written_with_leaderboard_survival_and_images(sweep):
     assert any(" ± " in c for row in board[1:] for c in row)
     # plots and sample grids embedded; one <details> per run
     pngs = [p.name for p in sweep.glob("*.png")]
-    assert any(n.startswith("robustness_") for n in pngs) and any(n.startswith("lmc_") for n in pngs)
+    assert any(n.startswith("robustness_") for n in pngs) and any(n.startswith("lmc_") for n in pngs) \
+        and any(n.startswith("tradeoff_") for n in pngs)
     assert len(page.images) == len(pngs) + 2 and all(s.startswith("data:image/png;base64,") for s in page.images)
     assert page.details.count("run") == 4
     html = (sweep / "report.html").read_text()

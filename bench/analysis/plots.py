@@ -136,7 +136,8 @@ def tradeoff_lines(by_attack: dict[str, list[dict]]) -> list[dict]:
 
 
 def plot_tradeoff(records: list[dict], out_dir: Path) -> list[Path]:
-    """Write tradeoff_<model>_<method>.png per (model, data, metrics, method): the mark's strength against the
+    """Write tradeoff_<model>_<method>.png per (model, data, metrics, method; data and metrics named in the file only
+    where the records hold more than one): the mark's strength against the
     attacker's owner-domain loss ratio, a line per attack variant through its checkpoints (mean over seeds), beside
     the uninformed-degradation line (weight noise, `attack=noise`: an attacker who knows nothing, at the same utility
     loss) and the utility budget. An attack below the noise line removes more than degradation alone would."""
@@ -148,10 +149,10 @@ def plot_tradeoff(records: list[dict], out_dir: Path) -> list[Path]:
     for (model, data, metrics, method, attack), recs in group_records(
             records, ("model", "data", "metrics", "method", "attack"), usable).items():
         panels.setdefault((model, data, metrics, method), {})[attack] = recs
-    metric_kinds = {k[2] for k in panels}
+    data_kinds, metric_kinds = {k[1] for k in panels}, {k[2] for k in panels}
     paths = []
     for (model, data, metrics, method), by_attack in sorted(panels.items()):
-        parts = [model, data] + ([metrics] if len(metric_kinds) > 1 else []) + [method]
+        parts = [model] + ([data] if len(data_kinds) > 1 else []) + ([metrics] if len(metric_kinds) > 1 else []) + [method]
         path = out_dir / f"tradeoff_{'_'.join(slug(x) for x in parts)}.png"
         paths.append(path)
         if up_to_date(path, by_attack):

@@ -176,6 +176,7 @@ def render(results_dir: Path, records: list[dict] | None = None) -> str:
         board=leaderboard(df, directions) if len(df) else None,
         survival=None if matrix.empty else _frame(matrix.fillna("")),
         robustness=_figures(results_dir, "robustness_*.png"), lmc=_figures(results_dir, "lmc_*.png"),
+        tradeoff=_figures(results_dir, "tradeoff_*.png"),
         roc_figures=_figures(roc, "roc_*.png") if roc.is_dir() else [], roc_table=roc_table,
         grids=sample_grids(kept, labels, records_dir, results_dir), groups=runs(records, kept, labels),
         varying=[k for k in LABELS if k not in ("method", "attack") and len({v[k] for v in labels.values()}) > 1],
