@@ -14,6 +14,9 @@ and its plots read). The leaderboard (CSV, markdown) and survival table are aggr
 slim records, so `tests/test_reference.py` can check that re-aggregating them reproduces the
 committed files. When RESULTS_DIR/roc exists (`python -m bench.tools.roc`), it is copied to
 results/reference/roc/ as it is: its models are not in the records, so it cannot be re-aggregated.
+Each finished search in RESULTS_DIR/search/ (`python -m bench.tools.search`) is copied as its best.json, trials
+table, best-so-far figure and exported attack YAML (not its storage or trial records): with the re-runs' records,
+they are what the worst-case table (`bench.tools.search.worst_case`) is computed from.
 """
 from __future__ import annotations
 
@@ -72,6 +75,16 @@ def main() -> None:
     if (source / "roc" / "roc_summary.csv").is_file():  # the ROC measurement (its models stay in the cache)
         shutil.rmtree(ref / "roc", ignore_errors=True)
         shutil.copytree(source / "roc", ref / "roc")
+    searches = sorted((source / "search").glob("*/best.json"))
+    if searches:  # the worst-case searches: their summaries (the re-runs' records are among the records above)
+        shutil.rmtree(ref / "search", ignore_errors=True)
+        for best in searches:
+            target = ref / "search" / best.parent.name
+            target.mkdir(parents=True)
+            for path in [best.parent / n for n in ("best.json", "trials.csv", "trials.md", "best_so_far.png")] + sorted(
+                    (best.parent / "conf" / "attack").glob("*.yaml")):
+                if path.is_file():
+                    shutil.copy(path, target / path.name)
     shutil.rmtree(scratch)
     print(f"wrote {ref}: {len(list((ref / 'records').glob('*/record.json')))} records")
 

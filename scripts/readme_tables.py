@@ -400,6 +400,25 @@ def missing(ref: Reference) -> str:
               "run resumes).\n")
 
 
+def worst(ref: Reference) -> str:
+    """The worst case within the utility budget per method and attack family, computed from the committed searches'
+    summaries (`search/*/best.json`) and the exported attacks' fresh-seed records (bench.tools.search.worst_case)."""
+    from bench.tools.search import worst_case
+    table = worst_case(ref.folder, write=False) if (ref.folder / "search").is_dir() else None
+    head = "## The worst case within the utility budget\n\n"
+    if table is None or table.empty:
+        return head + ("No search results here yet: every attack above runs at its hand-set defaults. "
+                       "`bash scripts/tiny_search.sh` searches each method's strongest fine-tuning setting within the "
+                       "budget (`python -m bench.tools.search`, docs/methods.md \"The worst-case attacker\") and "
+                       "re-runs it at five fresh seeds.\n")
+    return head + ("Per method and attack family: the search's N trials (seeded TPE, one checkpoint at the end of "
+                   "the attack), how many stayed within the budget, the best such configuration and its evidence at "
+                   "the search seed; then that configuration re-run at fresh seeds: removed within budget k/n with "
+                   "its exact 95% interval, the median −log10 p and the utility (mean [min, max]) at the final "
+                   "checkpoint.\n\n" + table.astype(object).where(table.notna(), "").to_markdown(index=False, floatfmt=".3g")
+                   + "\n")
+
+
 def report(folder: Path) -> str:
     """The whole of results/reference/README.md."""
     ref = Reference(folder)
@@ -466,6 +485,7 @@ docs/methods.md ("How verdicts, intervals and tests are computed") has the stati
 {claims(ref)}
 {missing(ref)}
 {roc(ref)}
+{worst(ref)}
 ## The shipped tiny world
 
 The build committed in `bench/world/tiny_world/`, read from its manifest (`python -m bench.tools.world quality`

@@ -451,12 +451,12 @@ def _main(argv: list[str]) -> int | None:
     return None
 
 
-def worst_case(results_dir: Path):
+def worst_case(results_dir: Path, write: bool = True):
     """One row per search under `results_dir/search/` with its exported worst case: the search (N, feasible trials,
     the best config, its evidence and utility at the search seed) and the exported attack's records in
     `results_dir/records` at other seeds (the fresh-seed re-run): removed within the utility budget k/n with its exact
     95% interval, the median -log10 p and the owner-loss ratio and FID increase (mean, min-max) at the final
-    checkpoint. Written as results_dir/search/worst_case.csv / .md."""
+    checkpoint. Written as results_dir/search/worst_case.csv / .md (`write`)."""
     import statistics
 
     import pandas as pd
@@ -495,7 +495,7 @@ def worst_case(results_dir: Path):
                     row[figure] = f"{statistics.mean(got):.3g} [{min(got):.3g}, {max(got):.3g}]"
         rows.append(row)
     table = pd.DataFrame(rows)
-    if rows:
+    if rows and write:
         write_table(Path(results_dir) / "search", "worst_case", table)
     return table
 
