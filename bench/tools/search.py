@@ -22,9 +22,10 @@ that was run before costs nothing.
   `constraints:` (by default the utility collector's own budget: owner-domain loss ratio and FID increase over
   the watermarked model). Optuna's TPE sampler receives the margins as the trial's constraints; a trial over
   budget is infeasible and is never the best, however low its evidence; a run that fails is a failed trial.
-* **Sampling**: Optuna's TPE, seeded per trial (`--seed` and the trial's number), so the proposals are a function
-  of the seed and the results before them: a re-run with the same seed proposes the same trials, and a killed
-  search resumes where it stopped (SQLite storage; a trial that was running is re-run with its own parameters).
+* **Sampling**: Optuna's TPE after 2 random trials, seeded per trial (`--seed` and the trial's number), so the
+  proposals are a function of the seed and the results before them: a re-run with the same seed proposes the same
+  trials, a search given more trials (`--trials`) goes on as one started with that N, and a killed search resumes
+  where it stopped (SQLite storage; a trial that was running is re-run with its own parameters).
   One process per search folder (a file lock refuses a second).
 
 Writes `<results_dir>/search/<NAME>/` (NAME defaults to `<method>-<SPACE>-s<seed>`):
@@ -231,11 +232,15 @@ def outcome(record: dict, search: dict) -> dict:
 
 
 # ---- the study ---------------------------------------------------------------------------------------------------
-def sampler(seed: int, number: int, trials: int):
+STARTUP = 2  # random trials before TPE models the results (not a function of N: a search extended to more trials
+             # proposes what a search started with that N would have)
+
+
+def sampler(seed: int, number: int):
     """TPE seeded by (search seed, trial number): proposals depend on the seed and the trials before, never on how
-    many processes the search took."""
+    many processes the search took or on N."""
     import optuna
-    return optuna.samplers.TPESampler(seed=seed * 100_003 + number, n_startup_trials=max(2, min(10, trials // 4)))
+    return optuna.samplers.TPESampler(seed=seed * 100_003 + number, n_startup_trials=STARTUP)
 
 
 def tell(study, trial_number: int, result: dict, seconds: float) -> None:
@@ -411,7 +416,7 @@ def _main(argv: list[str]) -> int | None:
             elif len(trials) >= search["trials"]:
                 break
             else:
-                study.sampler = sampler(args.seed, len(trials), search["trials"])
+                study.sampler = sampler(args.seed, len(trials))
                 trial = study.ask(dists)
                 number, params = trial.number, trial.params
             start = time.perf_counter()
@@ -421,7 +426,7 @@ def _main(argv: list[str]) -> int | None:
                 log.warning("trial %d: %s is refused: %s", number, params, err)
                 result = {"run_id": None, "status": f"refused: {err}", "objective": None, "margins": None,
                           "feasible": False}
-            study.sampler = sampler(args.seed, number, search["trials"])
+            study.sampler = sampler(args.seed, number)
             tell(study, number, result, time.perf_counter() - start)
             table = rows(study, search)
             write_outputs(out, table, search)
