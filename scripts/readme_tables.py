@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -157,13 +158,35 @@ def verdict(row: pd.Series | None) -> str:
     return f"survives {n}/{n}" if survived == n else f"removed {n - survived}/{n}"
 
 
+WORST = re.compile(r"^(?P<family>.+)_worst_(?P<method>.+)$")  # bench.tools.search's exported attacks
+
+
+def search_budgets(ref: Reference) -> dict[str, int]:
+    """Exported attack name -> the N trials of the search that found it (search/*/best.json)."""
+    out = {}
+    for path in sorted((ref.folder / "search").glob("*/best.json")):
+        best = json.loads(path.read_text())
+        if best.get("export"):
+            out[Path(best["export"]).stem] = best["n_trials"]
+    return out
+
+
 def overview(ref: Reference) -> str:
-    """Methods x attacks: does the mark survive? (the summary table of both files)"""
-    attacks = sorted(a for a in ref.df.attack.unique() if a != "none")
+    """Methods x attacks: does the mark survive? (the summary table of both files). Attacks exported by
+    `bench.tools.search` (`<family>_worst_<method>`) share one last column: each method's worst case per family, with
+    the search's N, beside the hand-set defaults."""
+    worst = sorted(a for a in ref.df.attack.unique() if WORST.match(a))
+    attacks = sorted(a for a in ref.df.attack.unique() if a != "none" and a not in worst)
     methods = sorted(m for m in ref.df.method.unique() if m != "none")
-    lines = ["| method | " + " | ".join(f"`{a}`" for a in attacks) + " |", "|---" * (len(attacks) + 1) + "|"]
+    heads = [f"`{a}`" for a in attacks] + (["worst case found by search"] if worst else [])
+    lines = ["| method | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
+    budgets = search_budgets(ref) if worst else {}
     for m in methods:
-        lines.append(f"| {m} | " + " | ".join(verdict(ref.row(m, a)) for a in attacks) + " |")
+        cells = [verdict(ref.row(m, a)) for a in attacks]
+        if worst:
+            cells.append("; ".join(f"`{WORST.match(a)['family']}` (N={budgets.get(a, '?')}): {verdict(ref.row(m, a))}"
+                                   for a in worst if WORST.match(a)["method"] == m and ref.row(m, a) is not None))
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
