@@ -45,17 +45,24 @@ def git_dirty() -> bool | None:
     return bool(out.stdout.strip()) if out.returncode == 0 else None
 
 
+# The checkout's state when this process imported the harness. A sweep runs for hours in one process with its code
+# already imported; a `git pull` or an edit meanwhile changes HEAD and the tree but not the code that runs, so a record
+# states the commit and dirtiness of the code it ran with, taken here, never what HEAD is when the record is written.
+CHECKOUT_AT_START: tuple[str | None, bool | None] = (git_commit(), git_dirty())
+
+
 def provenance() -> dict:
-    """Package versions, git commit, host, torch's CPU thread count (a record reproduces bit for bit only at the
-    same thread count) and SLURM job id when running under SLURM."""
+    """Package versions, git commit and dirtiness of the code this process runs (CHECKOUT_AT_START), host, torch's
+    CPU thread count (a record reproduces bit for bit only at the same thread count) and SLURM job id when running
+    under SLURM."""
     versions = {}
     for pkg in PACKAGES:
         try:
             versions[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
             versions[pkg] = None
-    return {"versions": versions, "python": platform.python_version(), "git_commit": git_commit(),
-            "git_dirty": git_dirty(),
+    return {"versions": versions, "python": platform.python_version(), "git_commit": CHECKOUT_AT_START[0],
+            "git_dirty": CHECKOUT_AT_START[1],
             "host": platform.node(), "torch_threads": _torch_threads(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
             "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID")}
 

@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 
-from tests.helpers import SHRINK, bench_cli, failing_attack, records, values
+from tests.helpers import ROOT, SHRINK, bench_cli, failing_attack, records, values
 
 RUN = ["method=watermarkdm", "attack=full_ft", "-m", *SHRINK]
 
@@ -136,3 +141,26 @@ def test_text_encoder_attack_runs_end_to_end(first_run, shared_cache, tmp_path):
     assert rec["curves"]["lmc/wm_to_attacked"]["task"][-1] != plain["curves"]["lmc/wm_to_attacked"]["task"][-1]
     assert rec["curves"]["lmc/base_to_wm"] == plain["curves"]["lmc/base_to_wm"]  # same watermarked model
     assert "built attack/" in proc.stdout + proc.stderr
+
+
+def test_record_states_the_commit_its_code_ran_with(tmp_path):
+    """A sweep imports its code once and runs for hours; a `git pull` meanwhile moves HEAD but not the code that runs.
+    The record must name the commit (and dirtiness) at import, not HEAD when it is written: a real git checkout of
+    bench/record.py's package, a commit made after the import, then provenance() read in the same process."""
+    repo = tmp_path / "checkout"
+    shutil.copytree(ROOT / "bench", repo / "bench", ignore=shutil.ignore_patterns("__pycache__", "tiny_world"))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "first"], cwd=repo, check=True)
+    first = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    script = (f"import subprocess, json; import bench.record as r; "
+              f"subprocess.run({git!r} + ['commit', '-q', '--allow-empty', '-m', 'later'], check=True); "
+              f"open('bench/errors.py', 'a').write('# edited'); "
+              f"print(json.dumps(r.provenance()))")
+    out = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(repo)})
+    assert out.returncode == 0, out.stderr
+    later = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    prov = json.loads(out.stdout.strip().splitlines()[-1])
+    assert later != first and prov["git_commit"] == first and prov["git_dirty"] is False
