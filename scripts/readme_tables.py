@@ -200,9 +200,43 @@ def builds(ref: Reference) -> str:
             f"{older}; {mixed} of {ref.meta['n_rows']} rows pool seeds from more than one build")
 
 
+def suite_coverage(ref: Reference) -> tuple[int, int, int, int]:
+    """(runs done, runs in the suite, methods, attacks): distinct (method, attack, seed 0-4) among the records made
+    by `experiment=tiny_suite`, against every conf/method/ x conf/attack/ (but none) x 5 seeds, as its glob runs."""
+    methods = [p.stem for p in (ROOT / "conf" / "method").glob("*.yaml")]
+    attacks = [p.stem for p in (ROOT / "conf" / "attack").glob("*.yaml") if p.stem != "none"]
+    done = {(r["method"], r["attack"], r["seed"]) for r in ref.records
+            if (r.get("identity") or {}).get("experiment") == "tiny_suite" and r["seed"] in range(5)
+            and r["method"] in methods and r["attack"] in attacks}
+    return len(done), len(methods) * len(attacks) * 5, len(methods), len(attacks)
+
+
+def world_paragraph(ref: Reference) -> str:
+    """Which world build the records ran on: the shipped one alone (then how much of the suite is done), or not."""
+    from bench.world import shipped
+
+    prints = {(r.get("provenance") or {}).get("world_fingerprint") for r in ref.records}
+    if prints != {shipped.manifest()["fingerprint"]}:
+        return (f"**These records predate the shipped world:** {builds(ref)}. The tables name those rows "
+                "(`mixed_world_builds` in\n`leaderboard_meta.json`), and aggregation refuses such rows unless asked "
+                "(`--allow-mixed-builds`). The re-run\nof every method × attack × 5 seeds on the shipped build "
+                "(`bench/world/tiny_world/`) is open work.")
+    done, total, n_methods, n_attacks = suite_coverage(ref)
+    commits = len({(r.get("provenance") or {}).get("git_commit") for r in ref.records})
+    dirty = sum((r.get("provenance") or {}).get("git_dirty") is not False for r in ref.records)
+    trees = f"from clean trees at {commits} commit{'s' * (commits != 1)}" if not dirty else \
+        f"at {commits} commit{'s' * (commits != 1)}, {dirty} record{'s' * (dirty != 1)} from a tree not known to be clean"
+    return (f"**One build:** all {len(ref.records)} records ran on the shipped world (`bench/world/tiny_world/`, "
+            f"fingerprint `{next(iter(prints))}`), {trees} "
+            f"(each record names its own). The five-seed suite (`bash scripts/tiny_seeds.sh`: {n_methods} methods × "
+            f"{n_attacks} attacks × 5 seeds) has **{done} of its {total} runs** here"
+            + (": a blank cell is not run yet, and a row with fewer than five seeds is still running."
+               if done < total else "."))
+
+
 def summary(ref: Reference) -> str:
     """README.md's block: the survival overview and a link to the report."""
-    return (f"The committed tiny-world reference results: {builds(ref)}. A cell counts the seeds in which the "
+    return (f"The committed tiny-world reference results. {world_paragraph(ref)} A cell counts the seeds in which the "
             "attack removed the mark while the attacker's model stayed within its utility budget (and at all; "
             "`permute`'s budgets are not numbers, so its cells count any removal); blank: not run.\n\n"
             f"{overview(ref)}\n\n"
@@ -462,9 +496,7 @@ computed from the committed records, the ROC snapshot's CSVs in `roc/` or the sh
 `tests/test_reference.py` re-aggregates the records and checks that the tables, `leaderboard_meta.json`
 and this page are exactly what they give. Each seed draws its own key, attack batches and query noise.
 
-**These records predate the shipped world:** {builds(ref)}. The tables name those rows (`mixed_world_builds` in
-`leaderboard_meta.json`), and aggregation refuses such rows unless asked (`--allow-mixed-builds`). The re-run
-of every method × attack × 5 seeds on the shipped build (`bench/world/tiny_world/`) is open work.
+{world_paragraph(ref)}
 
 Settings (from the records' configs): the default tiny world; {queries} verification queries, target FPR
 {fpr}; FID on {n_fid} generated images against {n_ref} held-out ones; utility budget: owner loss at most
@@ -491,8 +523,9 @@ run. The tables below give the intervals.
   coverage ({coverage:.1%} for n = 5: no order-statistic interval reaches 95% with five seeds). A mark not
   detected before the attack is "not marked", never a removal at step 0.
 * **Survival** counts a removal only within the **utility budget** at the removal checkpoint: owner loss at
-  most {ratio} × the watermarked model's there, and, where the removal is at the last checkpoint, FID at most
-  +{fid_up} (FID is measured at the last checkpoint only). The watermarked model is the reference. It also
+  most {ratio} × the watermarked model's there, and FID at most +{fid_up} there (FID is measured at the last
+  checkpoint, and at each earlier undetected checkpoint within the loss budget until one passes). The
+  watermarked model is the reference. It also
   states any removal, and an *inverted* mark (the attacked model's voted bits anti-correlated with the key:
   strong lower-tail evidence, while the verdict's test is upper-tail).
 * **Ratios** of removal times pair seed s of RoMa with seed s of WatermarkDM (they draw the same key bits),

@@ -89,3 +89,34 @@ def test_the_roc_tables_are_what_the_committed_verifications_give(tmp_path):
     for name in tables:
         assert (tmp_path / "roc" / name).read_text() == (ref / name).read_text(), name
     assert {p.name for p in (tmp_path / "roc").glob("roc_tiny_*.png")} == {p.name for p in ref.glob("roc_tiny_*.png")}
+
+
+def test_the_build_paragraph_names_one_shipped_build_and_the_suites_coverage():
+    """The reference page says which build its records ran on: the shipped world alone (then how many of the
+    suite's method x attack x 5 seeds runs are in, counted by hand here) or, with any other build, that they predate
+    it; a record not known to be clean is never called clean."""
+    from types import SimpleNamespace
+
+    from bench.world import shipped
+
+    readme_tables = _readme_tables()
+    fp = shipped.manifest()["fingerprint"]
+    n_methods = len(list((ROOT / "conf" / "method").glob("*.yaml")))
+    n_attacks = len([p for p in (ROOT / "conf" / "attack").glob("*.yaml") if p.stem != "none"])
+
+    def rec(method, attack, seed, world=fp, dirty=False, experiment="tiny_suite"):
+        return {"method": method, "attack": attack, "seed": seed, "identity": {"experiment": experiment},
+                "provenance": {"world_fingerprint": world, "git_commit": "abc", "git_dirty": dirty}}
+
+    records = [rec("aiao", "full_ft", s) for s in range(5)] + [rec("roma", "lora_ft", 0), rec("roma", "lora_ft", 0),
+                                                               rec("roma", "lora_ft", 7),  # not a suite seed
+                                                               rec("roma", "full_ft", 1, experiment=None)]
+    ref = SimpleNamespace(records=records, meta={"mixed_world_builds": [], "n_rows": 3})
+    text = readme_tables.world_paragraph(ref)
+    total = n_methods * n_attacks * 5
+    assert f"`{fp}`" in text and f"**6 of its {total} runs**" in text and "from clean trees at 1 commit " in text
+    assert f"{n_methods} methods × {n_attacks} attacks × 5 seeds" in text and "still running" in text
+    ref.records = records + [rec("aiao", "lora_ft", 0, dirty=None)]
+    assert "1 record from a tree not known to be clean" in readme_tables.world_paragraph(ref)
+    ref.records = records + [rec("aiao", "lora_ft", 0, world=None)]
+    assert readme_tables.world_paragraph(ref).startswith("**These records predate the shipped world:**")
