@@ -28,19 +28,25 @@ log = logging.getLogger("bench")
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from bench.identity import keep_defaults, plan
-    from bench.record import read_record, record_path
+    from bench.record import claimed, read_record, record_path
     output_dir = HydraConfig.get().runtime.output_dir
     try:
         the_plan = plan(cfg)
-        record = read_record(record_path(cfg.paths.records_dir, the_plan["run_id"]))
+        rid = the_plan["run_id"]
+        record = read_record(record_path(cfg.paths.records_dir, rid))
         if record and record["status"] == "complete":
-            log.info("%s is complete; nothing to do", the_plan["run_id"])
+            log.info("%s is complete; nothing to do", rid)
             keep_defaults(the_plan)
         else:
             from bench.sweep.launch import check_job
             check_job(HydraConfig.get().launcher)  # GPUs asked of the launcher but none visible: refused here
-            from bench.run.runner import run  # heavy imports (torch, diffusers) only when there is work
-            record = run(cfg, the_plan)
+            with claimed(cfg.paths.records_dir, rid) as mine:
+                if not mine:  # a second worker of the same sweep runs it now, and writes its record
+                    log.info("%s is running in another process; skipped here (that process writes its record)", rid)
+                    write_outcome(output_dir, "elsewhere", rid)
+                    return
+                from bench.run.runner import run  # heavy imports (torch, diffusers) only when there is work
+                record = run(cfg, the_plan)
     except BenchError as err:
         print(f"\nerror: {err}\n", file=sys.stderr)
         write_outcome(output_dir, "refused", error=str(err))

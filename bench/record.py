@@ -7,7 +7,10 @@ import os
 import platform
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from bench.cache import write_json_atomic
 from bench.errors import BenchError, ConfigError
@@ -75,6 +78,32 @@ def _torch_threads() -> int | None:
 
 def record_path(records_dir: Path, rid: str) -> Path:
     return Path(records_dir) / rid / "record.json"
+
+
+@contextmanager
+def claimed(records_dir: Path, rid: str):
+    """Yield True while this process holds run `rid` (a lock under `records_dir/.running/`), False without waiting
+    if another process holds it. Two workers of one sweep (scripts/tiny_seeds.sh) then walk the same job list
+    and each takes the next run the other is not doing: the load balances itself, and no run is done twice. The
+    operating system drops the lock of a killed process, so a killed run is taken up again."""
+    folder = Path(records_dir) / ".running"
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / f"{rid}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+        try:  # leave no lock files behind (a refused run writes nothing). A process that opened the file just
+            # before this may still lock the unlinked file and run the job too: harmless, one record per run id.
+            os.unlink(lock.lock_file)
+            folder.rmdir()
+        except OSError:
+            pass
 
 
 def read_record(path: Path) -> dict | None:

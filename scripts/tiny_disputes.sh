@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Ownership disputes on the tiny world, 5 seeds (docs/methods.md "Ownership disputes"): two one-thread workers
-# (OMP_NUM_THREADS=1), seeds split between them, sharing results/cache (a killed run resumes from its cached
+# (OMP_NUM_THREADS=1) walking the same runs (a run the other holds is skipped), sharing results/cache (a killed run resumes from its cached
 # stages; the suite's embeddings of the same methods and seeds are reused).
 #   1. permute and the three chains against the white-box marks (AIAO, ActiveMark), verified with and without the
 #      owner's alignment (metrics.verification.align=none,activations; FID and utility are computed once per model);
@@ -25,8 +25,8 @@ worker() {  # worker SEEDS: the permutation and chain runs at these seeds
     metrics.verification.align=none,activations seed="$1"
   bench method=watermarkdm,roma,sleepermark attack=none metrics=verification seed="$1"  # keys for the dispute tool
 }
-worker 0,2,4 > "${TMPDIR:-/tmp}/tiny_disputes_a.log" 2>&1 &
-worker 1,3 > "${TMPDIR:-/tmp}/tiny_disputes_b.log" 2>&1 &
+worker 0,1,2,3,4 > "${TMPDIR:-/tmp}/tiny_disputes_a.log" 2>&1 &
+sleep 5; worker 0,1,2,3,4 > "${TMPDIR:-/tmp}/tiny_disputes_b.log" 2>&1 &
 wait
 OMP_NUM_THREADS=2 .venv/bin/python -m bench.tools.dispute "$RESULTS" --budgets 1,10,100 --collusion 2,4 \
   --dual same,watermarkdm

@@ -54,3 +54,29 @@ def test_sigkill_mid_attack_resumes_to_identical_record(shared_cache, tmp_path):
     assert resumed["timings"]["embed"]["built"] is False  # resumed after the last finished stage
     assert values(resumed) == values(ref)  # same config + seed -> same record, kill or no kill
     assert resumed["curves"] == ref["curves"]
+
+
+def test_a_run_held_by_another_process_is_skipped_and_taken_up_once_free(shared_cache, tmp_path):
+    """Two workers of one sweep walk the same job list (scripts/tiny_seeds.sh): a run another process holds is
+    skipped, not waited for or done twice, and the sweep exits 0; once free, the run is done. The lock is held
+    here by this test process, as a second worker would hold it."""
+    from filelock import FileLock
+
+    from bench.sweep.outcome import sweep_outcomes
+
+    run = ["method=watermarkdm", "attack=full_ft", "-m", *SHRINK]  # test_end_to_end's run: its stages are cached
+    results = tmp_path / "results"
+    bench_cli(run, results, shared_cache, check=True)
+    (rid,) = records(results)
+    shutil.rmtree(results / "records" / rid)  # as if never run; the lock is another process's
+    lock = FileLock(str(results / "records" / ".running" / f"{rid}.lock"))
+    (results / "records" / ".running").mkdir(parents=True)
+    with lock:
+        proc = bench_cli(run, results, shared_cache)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert records(results) == {} and "is running in another process; skipped" in proc.stdout + proc.stderr
+        first, second = sorted((results / "hydra").iterdir())  # one sweep folder per command, named by time
+        assert [o["status"] for o in sweep_outcomes(second)] == ["elsewhere"]
+    bench_cli(run, results, shared_cache, check=True)
+    assert records(results)[rid]["status"] == "complete"
+    assert not (results / "records" / ".running").exists()  # the run's own lock left nothing behind

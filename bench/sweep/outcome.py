@@ -1,7 +1,8 @@
 """How each job of a run or sweep ended, and the exit status of the command that launched them.
 
 Every job writes `outcome.json` into its Hydra output folder: `complete`, `failed` (recorded in
-its record, the sweep went on) or `refused` (a configuration error, nothing ran). With the basic
+its record, the sweep went on), `refused` (a configuration error, nothing ran) or `elsewhere` (another
+process held the run and writes its record: not an error). With the basic
 launcher the jobs run in the launching process, but with submitit (SLURM, local) they run
 elsewhere; reading the sweep folder's outcome files is what lets the launching process exit
 non-zero, and say which jobs failed, either way.
@@ -36,7 +37,7 @@ def adopt_sweep(sweep_dir: str | Path) -> str | None:
     outcomes = sweep_outcomes(sweep_dir)
     for status in ended:
         ended[status] = sum(o["status"] == status for o in outcomes)
-    bad = [o for o in outcomes if o["status"] != "complete"]
+    bad = [o for o in outcomes if o["status"] not in ("complete", "elsewhere")]
     if not bad:
         return None
     lines = [f"{len(bad)} of {len(outcomes)} jobs did not complete:"]
