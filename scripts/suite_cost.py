@@ -20,6 +20,15 @@ The model, stated:
 
 Prints the side-by-side runs and the totals; `--write` puts them into the file between
 `<!-- suite-cost: begin -->` and `<!-- suite-cost: end -->`.
+
+    .venv/bin/python scripts/suite_cost.py --suite RESULTS_DIR [--write docs/performance.md]
+
+measures instead of modelling: the suite's own records (`experiment=tiny_suite`, seeds 0 to `--seeds` - 1) give
+each attack's seconds per cell (the attack on the watermarked model, its evaluation: median over the cells done,
+with their range), the null attack once per (attack, seed) and each embedding once per (method, seed), as built.
+The core-hours spent so far are summed from the records; the projection adds, for each cell not yet run, its
+attack's median (no figure where the attack has no cell yet). `--write` fills the `<!-- suite-records: ... -->`
+block.
 """
 from __future__ import annotations
 
@@ -135,14 +144,91 @@ def render(before_total: dict, after_total: dict, before: dict, after: dict, fac
     return "\n".join(lines) + "\n"
 
 
+def suite_records(results: Path, seeds: int) -> tuple[list[dict], list[str], list[str]]:
+    """The complete records of the tiny suite under `results` (or a records folder), and its methods and attacks."""
+    folder = results / "records" if (results / "records").is_dir() else results
+    methods, attacks = suite(ROOT / "conf")
+    out = []
+    for f in sorted(folder.glob("*/record.json")):
+        r = json.loads(f.read_text())
+        if (r.get("status") == "complete" and (r.get("identity") or {}).get("experiment") == "tiny_suite"
+                and r.get("seed") in range(seeds) and r.get("method") in methods and r.get("attack") in attacks):
+            out.append(r)
+    return out, methods, attacks
+
+
+def measured(records: list[dict], methods: list[str], attacks: list[str], seeds: int) -> str:
+    """The suite's cost from its own records: per attack, per cell seconds; spent and projected core-hours."""
+    h = lambda s: s / 3600  # noqa: E731
+    cells, nulls, embeds = {}, defaultdict(float), {}
+    for r in records:
+        t = r["timings"]
+        null = t["attack"].get("null_seconds") or 0.0
+        cells[r["method"], r["attack"], r["seed"]] = {"attack": t["attack"]["seconds"] - null,
+                                                      "evaluate": t["evaluate"]["seconds"]}
+        nulls[r["attack"], r["seed"]] = max(nulls[r["attack"], r["seed"]], null)  # built once, read by the others
+        e = (r["metrics"].get("embed_seconds") or {}).get("value")
+        if e is not None:
+            embeds[r["method"], r["seed"]] = e
+    lines = [f"| attack | cells done (of {len(methods) * seeds}) | attack on the marked model (s): median [min, max] | "
+             "evaluate (s): median [min, max] | null attack per seed (s): median |", "|---|---|---|---|---|"]
+    spent = sum(c["attack"] + c["evaluate"] for c in cells.values()) + sum(nulls.values()) + sum(embeds.values())
+    projected, unknown = spent, []
+    fmt = lambda v: f"{statistics.median(v):.0f} [{min(v):.0f}, {max(v):.0f}]"  # noqa: E731
+    for attack in attacks:
+        done = [c for (m, a, s), c in cells.items() if a == attack]
+        null = [v for (a, s), v in nulls.items() if a == attack]
+        if not done:
+            unknown.append(attack)
+            lines.append(f"| `{attack}` | 0 | | | |")
+            continue
+        att, ev = [c["attack"] for c in done], [c["evaluate"] for c in done]
+        lines.append(f"| `{attack}` | {len(done)} | {fmt(att)} | {fmt(ev)} | {statistics.median(null):.0f} |")
+        projected += (len(methods) * seeds - len(done)) * (statistics.median(att) + statistics.median(ev))
+        projected += (seeds - len(null)) * statistics.median(null)
+    marked = [m for m in methods if m != "none"]
+    if embeds:
+        projected += (len(marked) * seeds - len(embeds)) * statistics.median(embeds.values())
+    n_cells = len(methods) * len(attacks) * seeds
+    lines += ["", f"Suite: {len(methods)} methods x {len(attacks)} attacks x {seeds} seeds = {n_cells} runs, one "
+              f"thread each. **Done: {len(cells)} runs, {h(spent):.1f} core-hours** (the records' own stage seconds: "
+              f"the runs, the null attacks they built, {len(embeds)} embeddings). "
+              + (f"**Projected whole suite: {h(projected):.1f} core-hours**, each missing run at its attack's median "
+                 "and each missing embedding at the median embedding."
+                 if not unknown else f"No projection: {', '.join(f'`{a}`' for a in unknown)} ha"
+                 f"{'s' if len(unknown) == 1 else 've'} no run yet.")
+              + " Some of these runs shared the two cores with other jobs (tests, searches), which makes their "
+              "seconds an overstatement of a quiet machine's."]
+    return "\n".join(lines) + "\n"
+
+
+def fill(path: Path, name: str, text: str) -> None:
+    doc = path.read_text()
+    begin, end = f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
+    if begin not in doc or end not in doc:
+        raise SystemExit(f"error: {path} has no {begin} ... {end} block to fill; add the two markers where "
+                         "the table goes.")
+    head, rest = doc.split(begin, 1)
+    path.write_text(head + begin + "\n" + text + end + rest.split(end, 1)[1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--before", type=Path, required=True)
-    ap.add_argument("--after", type=Path, required=True)
+    ap.add_argument("--suite", type=Path, help="a results folder of the tiny suite: its cost from its own records")
+    ap.add_argument("--before", type=Path)
+    ap.add_argument("--after", type=Path)
     ap.add_argument("--records", type=Path, default=ROOT / "results" / "reference" / "records")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--write", type=Path, help="a markdown file with <!-- suite-cost: begin/end --> markers")
     args = ap.parse_args()
+    if args.suite:
+        text = measured(*suite_records(args.suite, args.seeds), args.seeds)
+        print(text)
+        if args.write:
+            fill(args.write, "suite-records", text)
+        return
+    if not (args.before and args.after):
+        ap.error("give --suite RESULTS_DIR, or both --before and --after (scripts/profile_runs.py --json figures)")
     methods, attacks = suite(ROOT / "conf")
     before, after = runs(args.before), runs(args.after)
     profiled = next(iter(before.values()))["method"]
@@ -153,13 +239,7 @@ def main() -> None:
                   len(methods), len(attacks))
     print(text)
     if args.write:
-        doc = args.write.read_text()
-        begin, end = "<!-- suite-cost: begin -->", "<!-- suite-cost: end -->"
-        if begin not in doc or end not in doc:
-            raise SystemExit(f"error: {args.write} has no {begin} ... {end} block to fill; add the two markers where "
-                             "the table goes.")
-        head, rest = doc.split(begin, 1)
-        args.write.write_text(head + begin + "\n" + text + end + rest.split(end, 1)[1])
+        fill(args.write, "suite-cost", text)
 
 
 if __name__ == "__main__":
