@@ -10,8 +10,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# every conf/method/ as the experiment's glob finds it, the watermarks first and `none` (the utility reference) last
+METHODS=$(find conf/method -name '*.yaml' -printf '%f\n' | sed 's/\.yaml$//' | sort | grep -vx none | paste -sd, -),none
 worker() {  # the whole suite (conf/experiment/tiny_suite.yaml: every method x attack) at the five seeds
-  OMP_NUM_THREADS=1 .venv/bin/python -m bench experiment=tiny_suite seed=0,1,2,3,4 "${EXTRA[@]}" -m || true
+  OMP_NUM_THREADS=1 .venv/bin/python -m bench experiment=tiny_suite "method=$METHODS" seed=0,1,2,3,4 "${EXTRA[@]}" -m \
+    || true
 }
 EXTRA=("$@")
 worker > "${TMPDIR:-/tmp}/tiny_seeds_a.log" 2>&1 &
