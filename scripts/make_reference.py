@@ -13,7 +13,9 @@ of its curves only the robustness and utility curves without per-query scores (w
 and its plots read). The leaderboard (CSV, markdown) and survival table are aggregated from those
 slim records, so `tests/test_reference.py` can check that re-aggregating them reproduces the
 committed files. When RESULTS_DIR/roc exists (`python -m bench.tools.roc`), it is copied to
-results/reference/roc/ as it is: its models are not in the records, so it cannot be re-aggregated.
+results/reference/roc/ as it is: its models are not in the records, so it cannot be re-aggregated; the same for
+roc_aligned/ (`--align`) and dispute/ (`python -m bench.tools.dispute`: the README's dispute tables are re-derived
+from its raw rows).
 Each finished search in RESULTS_DIR/search/ (`python -m bench.tools.search`) is copied as its best.json, trials
 table, best-so-far figure and exported attack YAML (not its storage or trial records): with the re-runs' records,
 they are what the worst-case table (`bench.tools.search.worst_case`) is computed from.
@@ -72,9 +74,10 @@ def main() -> None:
     write_leaderboard(scratch, allow_mixed_builds="--allow-mixed-builds" in given)
     for name in KEEP:
         shutil.copy(scratch / name, ref / name)
-    if (source / "roc" / "roc_summary.csv").is_file():  # the ROC measurement (its models stay in the cache)
-        shutil.rmtree(ref / "roc", ignore_errors=True)
-        shutil.copytree(source / "roc", ref / "roc")
+    for name, marker in (("roc", "roc_summary.csv"), ("roc_aligned", "roc_summary.csv"), ("dispute", "*_raw.csv")):
+        if list((source / name).glob(marker)):  # ROC with and without alignment, disputes (their models stay in the cache)
+            shutil.rmtree(ref / name, ignore_errors=True)
+            shutil.copytree(source / name, ref / name)
     searches = sorted((source / "search").glob("*/best.json"))
     if searches:  # the worst-case searches: their summaries (the re-runs' records are among the records above)
         shutil.rmtree(ref / "search", ignore_errors=True)

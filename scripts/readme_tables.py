@@ -133,7 +133,9 @@ def _num(x: float) -> str:
 
 
 def _pct(x: float) -> str:
-    return f"{100 * x:.2g}%"
+    """A share as a percentage with two significant digits ('8.3%', '41%'), never in e-notation ('100%')."""
+    v = 100 * x
+    return "100%" if v >= 100 else f"{v:.1f}%" if v >= 99 else f"{v:.0f}%" if v >= 10 else f"{v:.2g}%"
 
 
 def detected(ref: Reference, method: str, attack: str) -> str:
@@ -211,12 +213,17 @@ def suite_coverage(ref: Reference) -> tuple[int, int, int, int]:
     return len(done), len(methods) * len(attacks) * 5, len(methods), len(attacks)
 
 
-def world_paragraph(ref: Reference) -> str:
-    """Which world build the records ran on: the shipped one alone (then how much of the suite is done), or not."""
+def on_shipped(ref: Reference) -> bool:
+    """Whether every record ran on the shipped world's build."""
     from bench.world import shipped
 
+    return {(r.get("provenance") or {}).get("world_fingerprint") for r in ref.records} == {shipped.manifest()["fingerprint"]}
+
+
+def world_paragraph(ref: Reference) -> str:
+    """Which world build the records ran on: the shipped one alone (then how much of the suite is done), or not."""
     prints = {(r.get("provenance") or {}).get("world_fingerprint") for r in ref.records}
-    if prints != {shipped.manifest()["fingerprint"]}:
+    if not on_shipped(ref):
         return (f"**These records predate the shipped world:** {builds(ref)}. The tables name those rows "
                 "(`mixed_world_builds` in\n`leaderboard_meta.json`), and aggregation refuses such rows unless asked "
                 "(`--allow-mixed-builds`). The re-run\nof every method × attack × 5 seeds on the shipped build "
@@ -445,6 +452,115 @@ def roc(ref: Reference) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _value(rec: dict, key: str):
+    return (rec.get("metrics", {}).get(key) or {}).get("value")
+
+
+def alignment(ref: Reference) -> str:
+    """The owner's aligned verification beside the plain one, per (method, attack) run both ways: from the records
+    (`metrics.verification.align=none` and `=activations`, otherwise the same configuration)."""
+    groups: dict = {}
+    for r in ref.records:
+        metrics = json.loads(json.dumps(r["config"].get("metrics") or {}))
+        if "verification" not in metrics:
+            continue
+        align = metrics["verification"].pop("align", None) or "none"
+        key = (r["method"], r["identity"]["labels"]["attack"], json.dumps(metrics, sort_keys=True))
+        groups.setdefault(key, {}).setdefault(align, {})[r["seed"]] = r
+    rows = []
+    for (method, attack, _), by in sorted(groups.items()):
+        if "none" not in by or "activations" not in by:
+            continue
+        plain, aligned = by["none"], by["activations"]
+        det = lambda recs: f"{sum(bool(_value(r, 'verify/attacked/detected')) for r in recs.values())}/{len(recs)}"  # noqa: E731
+        moved = [m for r in aligned.values() if (m := _value(r, "verify/attacked/align_moved")) is not None]
+        secs = [t for r in aligned.values() if (t := _value(r, "verify/attacked/align_seconds")) is not None]
+        spread = f"{pd.Series(moved).median():.0%} [{min(moved):.0%}, {max(moved):.0%}]" if moved else "–"
+        seconds = f"{pd.Series(secs).median():.1f}" if secs else "–"
+        rows.append(f"| {method} | `{attack}` | {det(plain)} | {det(aligned)} | {spread} | {seconds} |")
+    lines = []
+    if rows:
+        lines += ["Each run verified twice, otherwise the same: plainly, and after the owner aligns the suspect's hidden "
+                  "units to the owner's watermarked model (`metrics.verification.align=activations`; docs/methods.md, "
+                  "\"Ownership disputes\"). A cell counts the seeds whose attacked model (final checkpoint) is "
+                  "detected. *Units moved*: the fraction of the suspect's units the alignment moved at the final "
+                  "checkpoint, median [min, max] over seeds.\n",
+                  "| method | attack | detected, plain | detected, aligned | units moved | alignment seconds (median) |",
+                  "|---|---|---|---|---|---|", *rows, ""]
+    plain_csv, aligned_csv = ref.folder / "roc" / "fpr_by_null_kind.csv", ref.folder / "roc_aligned" / "fpr_by_null_kind.csv"
+    if plain_csv.is_file() and aligned_csv.is_file():
+        both = pd.read_csv(plain_csv).merge(pd.read_csv(aligned_csv), on=["model", "method", "null_kind"],
+                                           suffixes=("_plain", "_aligned"))
+        lines += ["**Alignment must not manufacture evidence.** The null models of the ROC section (models that never "
+                  "saw the key), each aligned to the key's watermarked model before verifying (`python -m "
+                  "bench.tools.roc --align`, `roc_aligned/`), beside the same verifications without alignment: the "
+                  "verdicts that fired.\n",
+                  "| method | null models | fired, plain | fired, aligned |", "|---|---|---|---|"]
+        for r in both.itertuples():
+            lines.append(f"| {r.method} | {r.null_kind} | {_fired(int(r.null_detected_plain), int(r.n_null_plain))} | "
+                         f"{_fired(int(r.null_detected_aligned), int(r.n_null_aligned))} |")
+        lines.append("")
+    return "\n".join(["## The owner's aligned verification\n", *lines]) + "\n" if lines else ""
+
+
+def disputes(ref: Reference) -> str:
+    """Forged, dual and colluding claims, from the raw rows of `python -m bench.tools.dispute` in dispute/ (the rate
+    tables are re-derived here from those rows, with bench.tools.dispute's own function)."""
+    from bench.tools.dispute import read_raw, tables
+
+    folder = ref.folder / "dispute"
+    raw = read_raw(folder)
+    if not any(len(t) for t in raw.values()):
+        return ""
+    made = tables(raw)
+    lines = ["## Ownership disputes: forged, dual and colluding claims\n",
+             "From `dispute/` (`python -m bench.tools.dispute`; docs/methods.md, \"Ownership disputes\", states each "
+             "party's threat model). Every cell is k of n with its exact 95% Clopper–Pearson interval.\n"]
+    claims_ = made["false_claims"]
+    if len(claims_):
+        budgets = sorted(claims_.budget.unique())
+        targets = raw["false_claims"].groupby("method").target.nunique()
+        lines += ["**False claims.** A forger who never marked the target claims it: the base model and each owner's "
+                  "watermarked model. *Uncommitted*: each of its B keys rewritten from the target by the method's "
+                  "strongest forger; *committed*: its B keys fixed before the target existed. A claim succeeds when "
+                  "any of the B keys verifies (at the runs' target FPR).\n",
+                  "| method | targets | " + " | ".join(f"{c}, B = {b}" for c in ("uncommitted", "committed")
+                                                        for b in budgets) + " |",
+                  "|---|---|" + "---|" * (2 * len(budgets))]
+        for method, part in claims_.groupby("method"):
+            cells = []
+            for c in ("uncommitted", "committed"):
+                for b in budgets:
+                    hit = part[(part.commitment == c) & (part.budget == b)]
+                    cells.append(_fired(int(hit.hits.iloc[0]), int(hit.n.iloc[0])) if len(hit) else "–")
+            lines.append(f"| {method} | {targets[method]} | " + " | ".join(cells) + " |")
+        lines.append("")
+    duals = made["dual_claims"]
+    if len(duals):
+        lines += ["**Dual claims** (Fan et al.'s ambiguity attack). A pirate embeds its own key into the owner's "
+                  "watermarked model W, giving P. Each party's key verified on each model: the dispute is decided by "
+                  "W, which predates P, so the pirate's key must not verify on W.\n",
+                  "| method | pirate's method | owner's key on W | owner's key on P | pirate's key on P | "
+                  "pirate's key on W |", "|---|---|---|---|---|---|"]
+        for (method, pirate), part in duals.groupby(["method", "pirate"]):
+            cell = {c: _fired(int(r.hits), int(r.n)) for c, r in zip(part.cell, part.itertuples())}
+            lines.append(f"| {method} | {f'same ({method})' if pirate == 'same' else pirate} | {cell.get('owner_on_W', '–')} | "
+                         f"{cell.get('owner_on_P', '–')} | {cell.get('pirate_on_P', '–')} | "
+                         f"{cell.get('pirate_on_W', '–')} |")
+        lines.append("")
+    colluded = made["collusion"]
+    if len(colluded):
+        lines += ["**Collusion.** The seeds' watermarked models in groups of K, averaged uniformly; each member's key "
+                  "verified on the average. *Owner loss ×*: the average's owner-domain loss over the members' mean, "
+                  "median [min, max] over groups.\n",
+                  "| method | K | members still verified | owner loss × |", "|---|---|---|---|"]
+        for r in colluded.itertuples():
+            lines.append(f"| {r.method} | {r.K} | {_fired(int(r.hits), int(r.n))} | {r.owner_loss_ratio_median:.3f} "
+                         f"[{r.owner_loss_ratio_min:.3f}, {r.owner_loss_ratio_max:.3f}] |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
 def missing(ref: Reference) -> str:
     """What the tables do not have yet: attacks in conf/attack/ without a row, rows under five seeds."""
     attacks = sorted(p.stem for p in (ROOT / "conf" / "attack").glob("*.yaml"))
@@ -541,11 +657,11 @@ docs/methods.md ("How verdicts, intervals and tests are computed") has the stati
 {claims(ref)}
 {missing(ref)}
 {roc(ref)}
-{worst(ref)}
+{alignment(ref)}{disputes(ref)}{worst(ref)}
 ## The shipped tiny world
 
 The build committed in `bench/world/tiny_world/`, read from its manifest (`python -m bench.tools.world quality`
-measures it again). The records above ran on earlier builds.
+measures it again). {"The records above ran on this build." if on_shipped(ref) else "The records above ran on earlier builds."}
 
 {render_world()}
 ![tiny world samples](../../docs/tiny_world_samples.png)

@@ -97,3 +97,28 @@ def test_dual_claims_are_decided_by_the_owners_earlier_model(disputed, shared_ca
     assert raw.owner_on_W.all() and raw.pirate_on_P.all() and not raw.pirate_on_W.any()
     table = pd.read_csv(results / "dispute" / "dual_claims.csv")
     assert sorted(table.cell) == ["owner_on_P", "owner_on_W", "pirate_on_P", "pirate_on_W"] and set(table.n) == {2}
+
+
+def test_the_reference_page_rederives_the_dispute_tables_from_the_raw_rows(disputed, tmp_path):
+    """scripts/readme_tables.py renders dispute/ from its *_raw.csv alone: each cell is the raw rows' count."""
+    import shutil
+    import sys
+    from types import SimpleNamespace
+
+    from tests.helpers import ROOT
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import readme_tables
+
+    results, _ = disputed
+    for name in ("false_claims", "collusion"):  # only the raw rows are read, never the tables the tool wrote
+        (tmp_path / "dispute").mkdir(exist_ok=True)
+        shutil.copy(results / "dispute" / f"{name}_raw.csv", tmp_path / "dispute")
+    text = readme_tables.disputes(SimpleNamespace(folder=tmp_path))
+    raw = pd.read_csv(results / "dispute" / "false_claims_raw.csv")
+    hits = {(c, b): (int(p.claimed.sum()), len(p)) for (c, b), p in raw.groupby(["commitment", "budget"])}
+    row = next(line for line in text.splitlines() if line.startswith("| aiao | 3 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")][2:]  # uncommitted B=1, B=2, committed B=1, B=2
+    expected = [hits["uncommitted", 1], hits["uncommitted", 2], hits["committed", 1], hits["committed", 2]]
+    assert [c.split(" ")[0] for c in cells] == [f"{k}/{n}" for k, n in expected] == ["3/3", "3/3", "0/3", "0/3"]
+    colluded = pd.read_csv(results / "dispute" / "collusion_raw.csv")
+    assert f"| aiao | 2 | {int(colluded.detected.sum())}/2" in text

@@ -260,12 +260,10 @@ def measure(results: Path, budgets: list[int], sizes: list[int], only: list[str]
     return {"false_claims": pd.DataFrame(claims), "collusion": pd.DataFrame(colluded), "dual_claims": pd.DataFrame(duals)}
 
 
-def write(results: Path, raw: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    """The rate tables (and the raw rows beside them) into RESULTS_DIR/dispute/."""
+def tables(raw: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The rate tables from the raw rows alone (so a committed dispute/ folder re-derives them: readme_tables)."""
     claims, colluded, duals = raw["false_claims"], raw["collusion"], raw["dual_claims"]
-    out = results / "dispute"
-    out.mkdir(parents=True, exist_ok=True)
-    claim_rates = rates(claims, ["model", "method", "commitment", "budget"], "claimed")
+    claim_rates = rates(claims, ["model", "method", "commitment", "budget"], "claimed") if len(claims) else pd.DataFrame()
     collusion_rates = pd.DataFrame()
     if len(colluded):
         collusion_rates = rates(colluded, ["model", "method", "K"], "detected")
@@ -278,13 +276,26 @@ def write(results: Path, raw: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame
         cells = [f"{who}_on_{m}" for who in ("owner", "pirate") for m in ("W", "P")]
         dual_rates = pd.concat([rates(duals.assign(cell=c, hit=duals[c]), ["model", "method", "pirate", "cell"], "hit")
                                 for c in cells], ignore_index=True)
-    tables = {"false_claims": claim_rates, "collusion": collusion_rates, "dual_claims": dual_rates}
-    for name, table in tables.items():
+    return {"false_claims": claim_rates, "collusion": collusion_rates, "dual_claims": dual_rates}
+
+
+def read_raw(folder: Path) -> dict[str, pd.DataFrame]:
+    """The raw rows of a dispute/ folder (an empty frame for a table it does not have)."""
+    return {name: pd.read_csv(folder / f"{name}_raw.csv") if (folder / f"{name}_raw.csv").is_file() else pd.DataFrame()
+            for name in ("false_claims", "collusion", "dual_claims")}
+
+
+def write(results: Path, raw: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The rate tables (and the raw rows beside them) into RESULTS_DIR/dispute/."""
+    out = results / "dispute"
+    out.mkdir(parents=True, exist_ok=True)
+    made = tables(raw)
+    for name, table in made.items():
         if not len(raw[name]):
             continue
         write_text_atomic(out / f"{name}_raw.csv", raw[name].to_csv(index=False))
         write_table(out, name, table)
-    return tables
+    return made
 
 
 def _main(argv: list[str]) -> int:
