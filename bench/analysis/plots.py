@@ -165,8 +165,10 @@ def plot_tradeoff(records: list[dict], out_dir: Path) -> list[Path]:
             if line["uninformed"]:
                 ax.plot(x, y, color="black", lw=2.2, ls="--", zorder=5, label=f"uninformed degradation: {name}")
             else:
-                ax.plot(x, y, marker="o", ms=2.5, lw=1, color=f"C{i % 10}", label=name)
-                ax.plot(x[-1:], y[-1:], marker="s", ms=5, color=f"C{i % 10}")  # the final checkpoint
+                # 15+ attacks per panel: 20 colours, and a marker that changes with each round of them
+                color, marker = plt.get_cmap("tab20")(i % 20), "o^vD<>"[i // 20 % 6]
+                ax.plot(x, y, marker=marker, ms=2.5, lw=1, color=color, label=name)
+                ax.plot(x[-1:], y[-1:], marker="s", ms=5, color=color)  # the final checkpoint
         for budget in sorted(b for b in budgets if b is not None):
             ax.axvline(budget, color="red", lw=0.9, ls=":", label=f"utility budget (owner loss x{budget:g})")
         ax.axhline(0.5, color="grey", lw=0.8, ls="--")
