@@ -611,6 +611,8 @@ writes this page (and the summary in the [main README](../../README.md)) from th
 computed from the committed records, the ROC snapshot's CSVs in `roc/` or the shipped world's manifest.
 `tests/test_reference.py` re-aggregates the records and checks that the tables, `leaderboard_meta.json`
 and this page are exactly what they give. Each seed draws its own key, attack batches and query noise.
+`bash scripts/tiny_reference.sh` makes everything this page reads, from a clean checkout (many hours of CPU on
+2 cores: docs/performance.md measures the suite's share; it resumes where a killed run stopped).
 
 {world_paragraph(ref)}
 
