@@ -544,9 +544,9 @@ def disputes(ref: Reference) -> str:
                   "pirate's key on W |", "|---|---|---|---|---|---|"]
         for (method, pirate), part in duals.groupby(["method", "pirate"]):
             cell = {c: _fired(int(r.hits), int(r.n)) for c, r in zip(part.cell, part.itertuples())}
-            lines.append(f"| {method} | {f'same ({method})' if pirate == 'same' else pirate} | {cell.get('owner_on_W', '–')} | "
-                         f"{cell.get('owner_on_P', '–')} | {cell.get('pirate_on_P', '–')} | "
-                         f"{cell.get('pirate_on_W', '–')} |")
+            cells = [cell.get(c, "–") for c in ("owner_on_W", "owner_on_P", "pirate_on_P", "pirate_on_W")]
+            pirate = f"same ({method})" if pirate == "same" else pirate
+            lines.append(f"| {method} | {pirate} | " + " | ".join(cells) + " |")
         lines.append("")
     colluded = made["collusion"]
     if len(colluded):
