@@ -62,21 +62,20 @@ def test_a_run_held_by_another_process_is_skipped_and_taken_up_once_free(shared_
     here by this test process, as a second worker would hold it."""
     from filelock import FileLock
 
+    from bench.identity import plan
     from bench.sweep.outcome import sweep_outcomes
+    from bench.tools.search import composed
 
     run = ["method=watermarkdm", "attack=full_ft", "-m", *SHRINK]  # test_end_to_end's run: its stages are cached
     results = tmp_path / "results"
-    bench_cli(run, results, shared_cache, check=True)
-    (rid,) = records(results)
-    shutil.rmtree(results / "records" / rid)  # as if never run; the lock is another process's
-    lock = FileLock(str(results / "records" / ".running" / f"{rid}.lock"))
+    rid = plan(*composed([a for a in run if a != "-m"] + [f"paths.results_dir={results}"]))["run_id"]
     (results / "records" / ".running").mkdir(parents=True)
-    with lock:
+    with FileLock(str(results / "records" / ".running" / f"{rid}.lock")):
         proc = bench_cli(run, results, shared_cache)
         assert proc.returncode == 0, proc.stderr[-2000:]
-        assert records(results) == {} and "is running in another process; skipped" in proc.stdout + proc.stderr
-        first, second = sorted((results / "hydra").iterdir())  # one sweep folder per command, named by time
-        assert [o["status"] for o in sweep_outcomes(second)] == ["elsewhere"]
+        assert records(results) == {} and f"{rid} is running in another process; skipped" in proc.stdout + proc.stderr
+        (sweep,) = (results / "hydra").iterdir()
+        assert [o["status"] for o in sweep_outcomes(sweep)] == ["elsewhere"]
     bench_cli(run, results, shared_cache, check=True)
     assert records(results)[rid]["status"] == "complete"
     assert not (results / "records" / ".running").exists()  # the run's own lock left nothing behind
