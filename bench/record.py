@@ -49,23 +49,35 @@ def git_dirty() -> bool | None:
 
 
 # The checkout's state when this process imported the harness. A sweep runs for hours in one process with its code
-# already imported; a `git pull` or an edit meanwhile changes HEAD and the tree but not the code that runs, so a record
-# states the commit and dirtiness of the code it ran with, taken here, never what HEAD is when the record is written.
+# already imported; a `git pull` or an edit meanwhile changes HEAD and the tree but not the code already imported, so a
+# record names the commit taken here, never what HEAD is when the record is written. Methods and attacks are imported
+# when a run first builds them, possibly after such a change: `checkout()` then reports the state as unknown.
 CHECKOUT_AT_START: tuple[str | None, bool | None] = (git_commit(), git_dirty())
 
 
+def checkout() -> dict:
+    """`git_commit` and `git_dirty` of the code this process runs: the state at import (CHECKOUT_AT_START); if the
+    checkout has changed since, a clean start becomes `git_dirty: None` (unknown: code imported since may come from
+    either state; scripts/make_reference.py refuses it) and `git_checkout_now` names the new state."""
+    commit, dirty = CHECKOUT_AT_START
+    now = (git_commit(), git_dirty())
+    if now == CHECKOUT_AT_START:
+        return {"git_commit": commit, "git_dirty": dirty}
+    return {"git_commit": commit, "git_dirty": None if dirty is False else dirty,
+            "git_checkout_now": {"git_commit": now[0], "git_dirty": now[1]}}
+
+
 def provenance() -> dict:
-    """Package versions, git commit and dirtiness of the code this process runs (CHECKOUT_AT_START), host, torch's
+    """Package versions, git commit and dirtiness of the code this process runs (`checkout()`), host, torch's
     CPU thread count (a record reproduces bit for bit only at the same thread count) and SLURM job id when running
-    under SLURM."""
+    under SLURM. Called when a run starts, after its components are built (imported)."""
     versions = {}
     for pkg in PACKAGES:
         try:
             versions[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:
             versions[pkg] = None
-    return {"versions": versions, "python": platform.python_version(), "git_commit": CHECKOUT_AT_START[0],
-            "git_dirty": CHECKOUT_AT_START[1],
+    return {"versions": versions, "python": platform.python_version(), **checkout(),
             "host": platform.node(), "torch_threads": _torch_threads(), "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
             "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID")}
 

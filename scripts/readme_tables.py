@@ -133,7 +133,7 @@ def _num(x: float) -> str:
 
 
 def _pct(x: float) -> str:
-    """A share as a percentage with two significant digits ('8.3%', '41%'), never in e-notation ('100%')."""
+    """A share as a percentage: two significant digits ('8.3%', '41%'), one decimal from 99% ('99.5%'), '100%' at 1."""
     v = 100 * x
     return "100%" if v >= 100 else f"{v:.1f}%" if v >= 99 else f"{v:.0f}%" if v >= 10 else f"{v:.2g}%"
 
@@ -203,13 +203,13 @@ def builds(ref: Reference) -> str:
 
 
 def suite_coverage(ref: Reference) -> tuple[int, int, int, int]:
-    """(runs done, runs in the suite, methods, attacks): distinct (method, attack, seed 0-4) among the records made
-    by `experiment=tiny_suite`, against every conf/method/ x conf/attack/ (but none) x 5 seeds, as its glob runs."""
-    methods = [p.stem for p in (ROOT / "conf" / "method").glob("*.yaml")]
-    attacks = [p.stem for p in (ROOT / "conf" / "attack").glob("*.yaml") if p.stem != "none"]
-    done = {(r["method"], r["attack"], r["seed"]) for r in ref.records
-            if (r.get("identity") or {}).get("experiment") == "tiny_suite" and r["seed"] in range(5)
-            and r["method"] in methods and r["attack"] in attacks}
+    """(runs done, runs in the suite, methods, attacks): distinct (method, attack, seed) among the records that are
+    cells of the tiny suite (`suite_cost.suite_cell`), against every conf/method/ x conf/attack/ (but none) x 5 seeds,
+    as its glob runs."""
+    from suite_cost import suite, suite_cell
+
+    methods, attacks = suite(ROOT / "conf")
+    done = {(r["method"], r["attack"], r["seed"]) for r in ref.records if suite_cell(r, methods, attacks, 5)}
     return len(done), len(methods) * len(attacks) * 5, len(methods), len(attacks)
 
 
@@ -465,13 +465,15 @@ def alignment(ref: Reference) -> str:
         if "verification" not in metrics:
             continue
         align = metrics["verification"].pop("align", None) or "none"
-        key = (r["method"], r["identity"]["labels"]["attack"], json.dumps(metrics, sort_keys=True))
+        labels = r["identity"]["labels"]
+        key = (r["method"], labels["attack"], labels["model"], labels["data"], json.dumps(metrics, sort_keys=True))
         groups.setdefault(key, {}).setdefault(align, {})[r["seed"]] = r
     rows = []
-    for (method, attack, _), by in sorted(groups.items()):
-        if "none" not in by or "activations" not in by:
+    for (method, attack, *_), by in sorted(groups.items()):
+        seeds = sorted(set(by.get("none", {})) & set(by.get("activations", {})))  # the same runs, verified both ways
+        if not seeds:
             continue
-        plain, aligned = by["none"], by["activations"]
+        plain, aligned = ({s: by[a][s] for s in seeds} for a in ("none", "activations"))
         det = lambda recs: f"{sum(bool(_value(r, 'verify/attacked/detected')) for r in recs.values())}/{len(recs)}"  # noqa: E731
         moved = [m for r in aligned.values() if (m := _value(r, "verify/attacked/align_moved")) is not None]
         secs = [t for r in aligned.values() if (t := _value(r, "verify/attacked/align_seconds")) is not None]
@@ -519,7 +521,7 @@ def disputes(ref: Reference) -> str:
     claims_ = made["false_claims"]
     if len(claims_):
         budgets = sorted(claims_.budget.unique())
-        targets = raw["false_claims"].groupby("method").target.nunique()
+        targets = raw["false_claims"].groupby(["model", "method"]).target.nunique()
         lines += ["**False claims.** A forger who never marked the target claims it: the base model and each owner's "
                   "watermarked model. *Uncommitted*: each of its B keys rewritten from the target by the method's "
                   "strongest forger; *committed*: its B keys fixed before the target existed. A claim succeeds when "
@@ -527,13 +529,15 @@ def disputes(ref: Reference) -> str:
                   "| method | targets | " + " | ".join(f"{c}, B = {b}" for c in ("uncommitted", "committed")
                                                         for b in budgets) + " |",
                   "|---|---|" + "---|" * (2 * len(budgets))]
-        for method, part in claims_.groupby("method"):
+        several = claims_.model.nunique() > 1  # one row per (model, method); the model named only when there are two
+        for (model, method), part in claims_.groupby(["model", "method"]):
             cells = []
             for c in ("uncommitted", "committed"):
                 for b in budgets:
                     hit = part[(part.commitment == c) & (part.budget == b)]
                     cells.append(_fired(int(hit.hits.iloc[0]), int(hit.n.iloc[0])) if len(hit) else "–")
-            lines.append(f"| {method} | {targets[method]} | " + " | ".join(cells) + " |")
+            name = f"{method} ({model})" if several else method
+            lines.append(f"| {name} | {targets[model, method]} | " + " | ".join(cells) + " |")
         lines.append("")
     duals = made["dual_claims"]
     if len(duals):
@@ -542,11 +546,12 @@ def disputes(ref: Reference) -> str:
                   "W, which predates P, so the pirate's key must not verify on W.\n",
                   "| method | pirate's method | owner's key on W | owner's key on P | pirate's key on P | "
                   "pirate's key on W |", "|---|---|---|---|---|---|"]
-        for (method, pirate), part in duals.groupby(["method", "pirate"]):
+        for (model, method, pirate), part in duals.groupby(["model", "method", "pirate"]):
             cell = {c: _fired(int(r.hits), int(r.n)) for c, r in zip(part.cell, part.itertuples())}
             cells = [cell.get(c, "–") for c in ("owner_on_W", "owner_on_P", "pirate_on_P", "pirate_on_W")]
             pirate = f"same ({method})" if pirate == "same" else pirate
-            lines.append(f"| {method} | {pirate} | " + " | ".join(cells) + " |")
+            name = f"{method} ({model})" if duals.model.nunique() > 1 else method
+            lines.append(f"| {name} | {pirate} | " + " | ".join(cells) + " |")
         lines.append("")
     colluded = made["collusion"]
     if len(colluded):
@@ -555,7 +560,7 @@ def disputes(ref: Reference) -> str:
                   "median [min, max] over groups.\n",
                   "| method | K | members still verified | owner loss × |", "|---|---|---|---|"]
         for r in colluded.itertuples():
-            lines.append(f"| {r.method} | {r.K} | {_fired(int(r.hits), int(r.n))} | {r.owner_loss_ratio_median:.3f} "
+            lines.append(f"| {f'{r.method} ({r.model})' if colluded.model.nunique() > 1 else r.method} | {r.K} | {_fired(int(r.hits), int(r.n))} | {r.owner_loss_ratio_median:.3f} "
                          f"[{r.owner_loss_ratio_min:.3f}, {r.owner_loss_ratio_max:.3f}] |")
         lines.append("")
     return "\n".join(lines) + "\n"

@@ -144,17 +144,23 @@ def render(before_total: dict, after_total: dict, before: dict, after: dict, fac
     return "\n".join(lines) + "\n"
 
 
+def suite_cell(r: dict, methods: list[str], attacks: list[str], seeds: int) -> bool:
+    """Whether record `r` is a cell of the tiny suite: complete, a suite method and attack at a suite seed, every
+    component at its YAML defaults on the default tiny world (its labels are the bare names). Decided by labels, not
+    by the `experiment` tag: a run made first by another sweep (tiny_disputes.sh's `align=none` permute runs have
+    the suite's run ids) is the same run, and the suite then finds it done."""
+    labels = (r.get("identity") or {}).get("labels") or {}
+    return (r.get("status") == "complete" and r.get("seed") in range(seeds) and r.get("method") in methods
+            and r.get("attack") in attacks and labels == {"model": "tiny", "data": "tiny", "method": r["method"],
+                                                         "attack": r["attack"], "metrics": "default"})
+
+
 def suite_records(results: Path, seeds: int) -> tuple[list[dict], list[str], list[str]]:
     """The complete records of the tiny suite under `results` (or a records folder), and its methods and attacks."""
     folder = results / "records" if (results / "records").is_dir() else results
     methods, attacks = suite(ROOT / "conf")
-    out = []
-    for f in sorted(folder.glob("*/record.json")):
-        r = json.loads(f.read_text())
-        if (r.get("status") == "complete" and (r.get("identity") or {}).get("experiment") == "tiny_suite"
-                and r.get("seed") in range(seeds) and r.get("method") in methods and r.get("attack") in attacks):
-            out.append(r)
-    return out, methods, attacks
+    records = (json.loads(f.read_text()) for f in sorted(folder.glob("*/record.json")))
+    return [r for r in records if suite_cell(r, methods, attacks, seeds)], methods, attacks
 
 
 def measured(records: list[dict], methods: list[str], attacks: list[str], seeds: int) -> str:
@@ -170,23 +176,27 @@ def measured(records: list[dict], methods: list[str], attacks: list[str], seeds:
         e = (r["metrics"].get("embed_seconds") or {}).get("value")
         if e is not None:
             embeds[r["method"], r["seed"]] = e
-    lines = [f"| attack | cells done (of {len(methods) * seeds}) | attack on the marked model (s): median [min, max] | "
+    lines = [f"| attack | cells done (of {len(methods) * seeds}) | attack on the marked model (s): median [min, max], method none left out | "
              "evaluate (s): median [min, max] | null attack per seed (s): median |", "|---|---|---|---|---|"]
     spent = sum(c["attack"] + c["evaluate"] for c in cells.values()) + sum(nulls.values()) + sum(embeds.values())
     projected, unknown = spent, []
     fmt = lambda v: f"{statistics.median(v):.0f} [{min(v):.0f}, {max(v):.0f}]"  # noqa: E731
+    marked = [m for m in methods if m != "none"]
     for attack in attacks:
         done = [c for (m, a, s), c in cells.items() if a == attack]
+        # method=none's "marked" model is the base model: its attack is the null attack, counted with the nulls
+        on_marked = [c["attack"] for (m, a, s), c in cells.items() if a == attack and m != "none"]
         null = [v for (a, s), v in nulls.items() if a == attack]
-        if not done:
+        if not on_marked:
             unknown.append(attack)
-            lines.append(f"| `{attack}` | 0 | | | |")
+            lines.append(f"| `{attack}` | {len(done)} | | | |")
             continue
-        att, ev = [c["attack"] for c in done], [c["evaluate"] for c in done]
-        lines.append(f"| `{attack}` | {len(done)} | {fmt(att)} | {fmt(ev)} | {statistics.median(null):.0f} |")
-        projected += (len(methods) * seeds - len(done)) * (statistics.median(att) + statistics.median(ev))
+        ev = [c["evaluate"] for c in done]
+        lines.append(f"| `{attack}` | {len(done)} | {fmt(on_marked)} | {fmt(ev)} | {statistics.median(null):.0f} |")
+        n_none = len(done) - len(on_marked)
+        projected += (len(marked) * seeds - len(on_marked)) * (statistics.median(on_marked) + statistics.median(ev))
+        projected += (("none" in methods) * seeds - n_none) * statistics.median(ev)
         projected += (seeds - len(null)) * statistics.median(null)
-    marked = [m for m in methods if m != "none"]
     if embeds:
         projected += (len(marked) * seeds - len(embeds)) * statistics.median(embeds.values())
     n_cells = len(methods) * len(attacks) * seeds
@@ -194,7 +204,8 @@ def measured(records: list[dict], methods: list[str], attacks: list[str], seeds:
               f"thread each. **Done: {len(cells)} runs, {h(spent):.1f} core-hours** (the records' own stage seconds: "
               f"the runs, the null attacks they built, {len(embeds)} embeddings). "
               + (f"**Projected whole suite: {h(projected):.1f} core-hours**, each missing run at its attack's median "
-                 "and each missing embedding at the median embedding."
+                 "(a missing `none` run at the evaluation's only: its attack is the null attack) and each missing "
+                 "embedding at the median embedding."
                  if not unknown else f"No projection: {', '.join(f'`{a}`' for a in unknown)} ha"
                  f"{'s' if len(unknown) == 1 else 've'} no run yet.")
               + " Some of these runs shared the two cores with other jobs (tests, searches), which makes their "

@@ -18,15 +18,18 @@ import sys
 print(next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("paths.results_dir=")), "results"))
 PY
 )
-bench() { OMP_NUM_THREADS=1 .venv/bin/python -m bench "$@" "${EXTRA[@]}" -m || true; }
-worker() {  # worker SEEDS: the permutation and chain runs at these seeds
+bench() {  # one sweep, in a folder of this worker's own (two sweeps started in the same second would share one)
+  OMP_NUM_THREADS=1 .venv/bin/python -m bench "$@" "hydra.sweep.dir=\${paths.results_dir}/hydra/\${now:%Y-%m-%d_%H-%M-%S}-$W" \
+    "${EXTRA[@]}" -m || true
+}
+worker() {  # worker SEEDS: the permutation and chain runs at these seeds (W names the worker)
   bench method=aiao,activemark attack=permute metrics.verification.align=none,activations seed="$1"
   bench method=aiao,activemark attack=chain 'attack.links=[permute,full_ft],[permute,lora_ft],[lora_ft,permute]' \
     metrics.verification.align=none,activations seed="$1"
   bench method=watermarkdm,roma,sleepermark attack=none metrics=verification seed="$1"  # keys for the dispute tool
 }
-worker 0,1,2,3,4 > "${TMPDIR:-/tmp}/tiny_disputes_a.log" 2>&1 &
-sleep 5; worker 0,1,2,3,4 > "${TMPDIR:-/tmp}/tiny_disputes_b.log" 2>&1 &
+W=a worker 0,1,2,3,4 > "${TMPDIR:-/tmp}/tiny_disputes_a.log" 2>&1 &
+sleep 5; W=b worker 0,1,2,3,4 > "${TMPDIR:-/tmp}/tiny_disputes_b.log" 2>&1 &
 wait
 OMP_NUM_THREADS=2 .venv/bin/python -m bench.tools.dispute "$RESULTS" --budgets 1,10,100 --collusion 2,4 \
   --dual same,watermarkdm

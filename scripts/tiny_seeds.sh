@@ -11,15 +11,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # every conf/method/ as the experiment's glob finds it, the watermarks first and `none` (the utility reference) last
-METHODS=$(find conf/method -name '*.yaml' -printf '%f\n' | sed 's/\.yaml$//' | sort | grep -vx none | paste -sd, -),none
-worker() {  # the whole suite (conf/experiment/tiny_suite.yaml: every method x attack) at the five seeds
-  OMP_NUM_THREADS=1 .venv/bin/python -m bench experiment=tiny_suite "method=$METHODS" seed=0,1,2,3,4 "${EXTRA[@]}" -m \
-    || true
+# (a method= among the extra arguments replaces this list)
+METHODS=""
+for f in conf/method/*.yaml; do m=$(basename "$f" .yaml); [ "$m" = none ] || METHODS="$METHODS$m,"; done
+METHODS="${METHODS}none"
+worker() {  # worker NAME: the whole suite (conf/experiment/tiny_suite.yaml: every method x attack) at the five seeds,
+  # in a sweep folder of its own (two sweeps started in the same second would share one)
+  OMP_NUM_THREADS=1 .venv/bin/python -m bench experiment=tiny_suite "method=$METHODS" seed=0,1,2,3,4 \
+    "hydra.sweep.dir=\${paths.results_dir}/hydra/\${now:%Y-%m-%d_%H-%M-%S}-$1" "${EXTRA[@]}" -m || true
 }
 EXTRA=("$@")
-worker > "${TMPDIR:-/tmp}/tiny_seeds_a.log" 2>&1 &
+worker a > "${TMPDIR:-/tmp}/tiny_seeds_a.log" 2>&1 &
 sleep 5  # the first worker takes the first job; the second starts at the next
-worker > "${TMPDIR:-/tmp}/tiny_seeds_b.log" 2>&1 &
+worker b > "${TMPDIR:-/tmp}/tiny_seeds_b.log" 2>&1 &
 wait
 .venv/bin/python -m bench.tools.leaderboard "$(.venv/bin/python - "${EXTRA[@]}" <<'PY'
 import sys

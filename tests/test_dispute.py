@@ -122,3 +122,11 @@ def test_the_reference_page_rederives_the_dispute_tables_from_the_raw_rows(dispu
     assert [c.split(" ")[0] for c in cells] == [f"{k}/{n}" for k, n in expected] == ["3/3", "3/3", "0/3", "0/3"]
     colluded = pd.read_csv(results / "dispute" / "collusion_raw.csv")
     assert f"| aiao | 2 | {int(colluded.detected.sum())}/2" in text
+    # the dual-claim matrix from rows written here: the owner's key lost on P in one of two seeds
+    pd.DataFrame([{"model": "micro", "method": "aiao", "n_keys": 2, "owner_seed": s, "pirate": "same",
+                   "pirate_seed": 800 + s, "owner_on_W": True, "owner_on_P": s == 0, "pirate_on_W": False,
+                   "pirate_on_P": True} for s in (0, 1)]).to_csv(tmp_path / "dispute" / "dual_claims_raw.csv", index=False)
+    row = next(line for line in readme_tables.disputes(SimpleNamespace(folder=tmp_path)).splitlines()
+               if line.startswith("| aiao | same (aiao) |"))
+    cells = [c.strip().split(" ")[0] for c in row.strip("|").split("|")][2:]
+    assert cells == ["2/2", "1/2", "2/2", "0/2"]  # owner on W, owner on P, pirate on P, pirate on W

@@ -144,9 +144,10 @@ def test_text_encoder_attack_runs_end_to_end(first_run, shared_cache, tmp_path):
 
 
 def test_record_states_the_commit_its_code_ran_with(tmp_path):
-    """A sweep imports its code once and runs for hours; a `git pull` meanwhile moves HEAD but not the code that runs.
-    The record must name the commit (and dirtiness) at import, not HEAD when it is written: a real git checkout of
-    bench/record.py's package, a commit made after the import, then provenance() read in the same process."""
+    """A sweep imports its code once and runs for hours; a `git pull` meanwhile moves HEAD but not the code already
+    imported. The record must name the commit at import, not HEAD when it is written, and must not call itself clean
+    once the checkout changed (code imported later, a method's module, may come from the new state): a real git
+    checkout of the harness's package, provenance() before and after a commit and an edit, in one process."""
     repo = tmp_path / "checkout"
     shutil.copytree(ROOT / "bench", repo / "bench", ignore=shutil.ignore_patterns("__pycache__", "tiny_world"))
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
@@ -154,13 +155,15 @@ def test_record_states_the_commit_its_code_ran_with(tmp_path):
     subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
     subprocess.run([*git, "commit", "-qm", "first"], cwd=repo, check=True)
     first = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
-    script = (f"import subprocess, json; import bench.record as r; "
+    script = (f"import subprocess, json; import bench.record as r; before = r.provenance(); "
               f"subprocess.run({git!r} + ['commit', '-q', '--allow-empty', '-m', 'later'], check=True); "
               f"open('bench/errors.py', 'a').write('# edited'); "
-              f"print(json.dumps(r.provenance()))")
+              f"print(json.dumps([before, r.provenance()]))")
     out = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(repo)})
     assert out.returncode == 0, out.stderr
     later = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
-    prov = json.loads(out.stdout.strip().splitlines()[-1])
-    assert later != first and prov["git_commit"] == first and prov["git_dirty"] is False
+    before, after = json.loads(out.stdout.strip().splitlines()[-1])
+    assert before["git_commit"] == first and before["git_dirty"] is False and "git_checkout_now" not in before
+    assert later != first and after["git_commit"] == first and after["git_dirty"] is None
+    assert after["git_checkout_now"] == {"git_commit": later, "git_dirty": True}

@@ -50,14 +50,16 @@ def test_perf_embedding_loop_is_watermarkdms(micro_world, monkeypatch):
 
 def test_suite_cost_from_the_suites_records_sums_and_projects_by_hand(tmp_path):
     """scripts/suite_cost.py --suite: spent = every run's attack + evaluate seconds, each (attack, seed)'s null attack
-    once and each (method, seed)'s embedding once; each missing cell at its attack's median. Records written here
-    (two suite cells of `full_ft`, one of `prune`, one run outside the suite that must not count)."""
+    once and each (method, seed)'s embedding once; each missing cell at its attack's median, a missing method=none
+    cell at the evaluation's median only (its attack is the null attack). Records written here: suite cells of
+    `full_ft` (aiao, roma, none) and `prune` (aiao), and one run that is not a suite cell (another metrics label)."""
     sys.path.insert(0, str(ROOT / "scripts"))
     import suite_cost
 
-    def write(name, method, attack, seed, attack_s, null_s, eval_s, embed_s, experiment="tiny_suite"):
-        rec = {"status": "complete", "method": method, "attack": attack, "seed": seed,
-               "identity": {"experiment": experiment}, "metrics": {"embed_seconds": {"value": embed_s}},
+    def write(name, method, attack, seed, attack_s, null_s, eval_s, embed_s, metrics="default"):
+        labels = {"model": "tiny", "data": "tiny", "method": method, "attack": attack, "metrics": metrics}
+        rec = {"status": "complete", "method": method, "attack": attack, "seed": seed, "identity": {"labels": labels},
+               "metrics": {"embed_seconds": {"value": embed_s}},
                "timings": {"attack": {"seconds": attack_s + null_s, "null_seconds": null_s},
                            "evaluate": {"seconds": eval_s}}}
         (tmp_path / "records" / name).mkdir(parents=True)
@@ -66,14 +68,16 @@ def test_suite_cost_from_the_suites_records_sums_and_projects_by_hand(tmp_path):
     k = 36.0  # seconds large enough that a tenth of a core-hour tells the sums apart
     write("a", "aiao", "full_ft", 0, 100 * k, 60 * k, 50 * k, 300 * k)
     write("b", "roma", "full_ft", 0, 200 * k, 0.5, 70 * k, 500 * k)  # the null attack was built by run a
+    write("n", "none", "full_ft", 0, 0.5, 0.0, 30 * k, None)  # its "marked" model is the base: the null, cached
     write("c", "aiao", "prune", 0, 1 * k, 0.2, 40 * k, 300 * k)
-    write("d", "aiao", "full_ft", 0, 999 * k, 0.0, 999 * k, 300 * k, experiment=None)  # not the suite's
+    write("d", "aiao", "full_ft", 0, 999 * k, 0.0, 999 * k, 300 * k, metrics="default[fid.n_images=8]")
     records, methods, attacks = suite_cost.suite_records(tmp_path, seeds=1)
-    assert len(records) == 3
-    text = suite_cost.measured(records, ["aiao", "roma"], ["full_ft", "prune"], seeds=1)
-    spent = k * ((100 + 50) + (200 + 70) + (1 + 40) + 60 + 300 + 500) + 0.2  # 13.2 core-hours
-    missing = k * (1 + 40)  # full_ft: both cells done; prune: roma's cell at prune's median (13.6 in all)
-    assert f"Done: 3 runs, {spent / 3600:.1f} core-hours" in text
+    assert sorted(r["method"] + r["attack"] for r in records) == ["aiaofull_ft", "aiaoprune", "nonefull_ft",
+                                                                  "romafull_ft"]
+    text = suite_cost.measured(records, ["aiao", "none", "roma"], ["full_ft", "prune"], seeds=1)
+    spent = k * ((100 + 50) + (200 + 70) + 30 + (1 + 40) + 60 + 300 + 500) + 0.5 + 0.2
+    missing = k * ((1 + 40) + 40)  # prune: roma's cell at prune's medians, none's at prune's evaluation median
+    assert f"Done: 4 runs, {spent / 3600:.1f} core-hours" in text
     assert f"Projected whole suite: {(spent + missing) / 3600:.1f} core-hours" in text
-    assert "| `full_ft` | 2 | 5400 [3600, 7200] | 2160 [1800, 2520] | 2160 |" in text
+    assert "| `full_ft` | 3 | 5400 [3600, 7200] | 1800 [1080, 2520] | 2160 |" in text  # none left out of the attack
     assert "No projection" in suite_cost.measured(records, ["aiao", "roma"], ["full_ft", "prune", "noise"], seeds=1)

@@ -104,13 +104,14 @@ def test_the_build_paragraph_names_one_shipped_build_and_the_suites_coverage():
     n_methods = len(list((ROOT / "conf" / "method").glob("*.yaml")))
     n_attacks = len([p for p in (ROOT / "conf" / "attack").glob("*.yaml") if p.stem != "none"])
 
-    def rec(method, attack, seed, world=fp, dirty=False, experiment="tiny_suite"):
-        return {"method": method, "attack": attack, "seed": seed, "identity": {"experiment": experiment},
+    def rec(method, attack, seed, world=fp, dirty=False, metrics="default"):
+        labels = {"model": "tiny", "data": "tiny", "method": method, "attack": attack, "metrics": metrics}
+        return {"status": "complete", "method": method, "attack": attack, "seed": seed, "identity": {"labels": labels},
                 "provenance": {"world_fingerprint": world, "git_commit": "abc", "git_dirty": dirty}}
 
     records = [rec("aiao", "full_ft", s) for s in range(5)] + [rec("roma", "lora_ft", 0), rec("roma", "lora_ft", 0),
                                                                rec("roma", "lora_ft", 7),  # not a suite seed
-                                                               rec("roma", "full_ft", 1, experiment=None)]
+                                                               rec("roma", "full_ft", 1, metrics="verification")]
     ref = SimpleNamespace(records=records, meta={"mixed_world_builds": [], "n_rows": 3})
     text = readme_tables.world_paragraph(ref)
     total = n_methods * n_attacks * 5
