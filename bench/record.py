@@ -99,6 +99,7 @@ def claimed(records_dir: Path, rid: str):
     and each takes the next run the other is not doing: the load balances itself, and no run is done twice. The
     operating system drops the lock of a killed process, so a killed run is taken up again."""
     folder = Path(records_dir) / ".running"
+    made = [p for p in (folder.parent, folder) if not p.exists()]  # removed again if empty: a refused run writes nothing
     folder.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(folder / f"{rid}.lock"))
     try:
@@ -114,6 +115,8 @@ def claimed(records_dir: Path, rid: str):
             # before this may still lock the unlinked file and run the job too: harmless, one record per run id.
             os.unlink(lock.lock_file)
             folder.rmdir()
+            if folder.parent in made:
+                folder.parent.rmdir()  # only if empty (no record was written)
         except OSError:
             pass
 
