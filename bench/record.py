@@ -1,6 +1,7 @@
 """One self-describing `record.json` per run: status, metrics, curves, config and provenance."""
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging
 import os
@@ -48,22 +49,24 @@ def git_dirty() -> bool | None:
     return bool(out.stdout.strip()) if out.returncode == 0 else None
 
 
-# The checkout's state when this process imported the harness. A sweep runs for hours in one process with its code
-# already imported; a `git pull` or an edit meanwhile changes HEAD and the tree but not the code already imported, so a
-# record names the commit taken here, never what HEAD is when the record is written. Methods and attacks are imported
-# when a run first builds them, possibly after such a change: `checkout()` then reports the state as unknown.
-CHECKOUT_AT_START: tuple[str | None, bool | None] = (git_commit(), git_dirty())
+@functools.cache
+def checkout_at_start() -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the checkout when this process first asked: at its first run, right after that run's
+    components were imported. A sweep runs for hours in one process; a `git pull` or an edit meanwhile changes HEAD
+    and the tree but not the code already imported, so a record names this commit, never HEAD when it is written."""
+    return git_commit(), git_dirty()
 
 
 def checkout() -> dict:
-    """`git_commit` and `git_dirty` of the code this process runs: the state at import (CHECKOUT_AT_START); if the
-    checkout has changed since, a clean start becomes `git_dirty: None` (unknown: code imported since may come from
-    either state; scripts/make_reference.py refuses it) and `git_checkout_now` names the new state."""
-    commit, dirty = CHECKOUT_AT_START
+    """`git_commit` and `git_dirty` of the code this process runs: the state at its first run (`checkout_at_start`);
+    if the checkout has changed since, a clean start becomes `git_dirty: None` (unknown: methods and attacks imported
+    for later runs may come from either state; scripts/make_reference.py refuses it) and `git_checkout_now` names the
+    new state."""
+    start = checkout_at_start()
     now = (git_commit(), git_dirty())
-    if now == CHECKOUT_AT_START:
-        return {"git_commit": commit, "git_dirty": dirty}
-    return {"git_commit": commit, "git_dirty": None if dirty is False else dirty,
+    if now == start:
+        return {"git_commit": start[0], "git_dirty": start[1]}
+    return {"git_commit": start[0], "git_dirty": None if start[1] is False else start[1],
             "git_checkout_now": {"git_commit": now[0], "git_dirty": now[1]}}
 
 
@@ -99,7 +102,7 @@ def claimed(records_dir: Path, rid: str):
     and each takes the next run the other is not doing: the load balances itself, and no run is done twice. The
     operating system drops the lock of a killed process, so a killed run is taken up again."""
     folder = Path(records_dir) / ".running"
-    made = [p for p in (folder.parent, folder) if not p.exists()]  # removed again if empty: a refused run writes nothing
+    made_records_dir = not folder.parent.exists()  # removed again if still empty: a refused run writes nothing
     folder.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(folder / f"{rid}.lock"))
     try:
@@ -115,7 +118,7 @@ def claimed(records_dir: Path, rid: str):
             # before this may still lock the unlinked file and run the job too: harmless, one record per run id.
             os.unlink(lock.lock_file)
             folder.rmdir()
-            if folder.parent in made:
+            if made_records_dir:
                 folder.parent.rmdir()  # only if empty (no record was written)
         except OSError:
             pass

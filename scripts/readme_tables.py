@@ -16,6 +16,7 @@ number is typed. tests/test_reference.py checks that both files are exactly what
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -452,16 +453,14 @@ def roc(ref: Reference) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _value(rec: dict, key: str):
-    return (rec.get("metrics", {}).get(key) or {}).get("value")
-
-
 def alignment(ref: Reference) -> str:
     """The owner's aligned verification beside the plain one, per (method, attack) run both ways: from the records
     (`metrics.verification.align=none` and `=activations`, otherwise the same configuration)."""
+    from bench.tools.search import value
+
     groups: dict = {}
     for r in ref.records:
-        metrics = json.loads(json.dumps(r["config"].get("metrics") or {}))
+        metrics = copy.deepcopy(r["config"].get("metrics") or {})
         if "verification" not in metrics:
             continue
         align = metrics["verification"].pop("align", None) or "none"
@@ -474,9 +473,9 @@ def alignment(ref: Reference) -> str:
         if not seeds:
             continue
         plain, aligned = ({s: by[a][s] for s in seeds} for a in ("none", "activations"))
-        det = lambda recs: f"{sum(bool(_value(r, 'verify/attacked/detected')) for r in recs.values())}/{len(recs)}"  # noqa: E731
-        moved = [m for r in aligned.values() if (m := _value(r, "verify/attacked/align_moved")) is not None]
-        secs = [t for r in aligned.values() if (t := _value(r, "verify/attacked/align_seconds")) is not None]
+        det = lambda recs: f"{sum(bool(value(r, 'verify/attacked/detected')) for r in recs.values())}/{len(recs)}"  # noqa: E731
+        moved = [m for r in aligned.values() if (m := value(r, "verify/attacked/align_moved")) is not None]
+        secs = [t for r in aligned.values() if (t := value(r, "verify/attacked/align_seconds")) is not None]
         spread = f"{pd.Series(moved).median():.0%} [{min(moved):.0%}, {max(moved):.0%}]" if moved else "–"
         seconds = f"{pd.Series(secs).median():.1f}" if secs else "–"
         rows.append(f"| {method} | `{attack}` | {det(plain)} | {det(aligned)} | {spread} | {seconds} |")
@@ -505,6 +504,11 @@ def alignment(ref: Reference) -> str:
     return "\n".join(["## The owner's aligned verification\n", *lines]) + "\n" if lines else ""
 
 
+def _party(row, table: pd.DataFrame) -> str:
+    """A dispute table's row name: its method, and its model when the table holds more than one."""
+    return f"{row.method} ({row.model})" if table.model.nunique() > 1 else row.method
+
+
 def disputes(ref: Reference) -> str:
     """Forged, dual and colluding claims, from the raw rows of `python -m bench.tools.dispute` in dispute/ (the rate
     tables are re-derived here from those rows, with bench.tools.dispute's own function)."""
@@ -529,15 +533,13 @@ def disputes(ref: Reference) -> str:
                   "| method | targets | " + " | ".join(f"{c}, B = {b}" for c in ("uncommitted", "committed")
                                                         for b in budgets) + " |",
                   "|---|---|" + "---|" * (2 * len(budgets))]
-        several = claims_.model.nunique() > 1  # one row per (model, method); the model named only when there are two
         for (model, method), part in claims_.groupby(["model", "method"]):
             cells = []
             for c in ("uncommitted", "committed"):
                 for b in budgets:
                     hit = part[(part.commitment == c) & (part.budget == b)]
                     cells.append(_fired(int(hit.hits.iloc[0]), int(hit.n.iloc[0])) if len(hit) else "–")
-            name = f"{method} ({model})" if several else method
-            lines.append(f"| {name} | {targets[model, method]} | " + " | ".join(cells) + " |")
+            lines.append(f"| {_party(part.iloc[0], claims_)} | {targets[model, method]} | " + " | ".join(cells) + " |")
         lines.append("")
     duals = made["dual_claims"]
     if len(duals):
@@ -550,8 +552,7 @@ def disputes(ref: Reference) -> str:
             cell = {c: _fired(int(r.hits), int(r.n)) for c, r in zip(part.cell, part.itertuples())}
             cells = [cell.get(c, "–") for c in ("owner_on_W", "owner_on_P", "pirate_on_P", "pirate_on_W")]
             pirate = f"same ({method})" if pirate == "same" else pirate
-            name = f"{method} ({model})" if duals.model.nunique() > 1 else method
-            lines.append(f"| {name} | {pirate} | " + " | ".join(cells) + " |")
+            lines.append(f"| {_party(part.iloc[0], duals)} | {pirate} | " + " | ".join(cells) + " |")
         lines.append("")
     colluded = made["collusion"]
     if len(colluded):
@@ -560,8 +561,8 @@ def disputes(ref: Reference) -> str:
                   "median [min, max] over groups.\n",
                   "| method | K | members still verified | owner loss × |", "|---|---|---|---|"]
         for r in colluded.itertuples():
-            lines.append(f"| {f'{r.method} ({r.model})' if colluded.model.nunique() > 1 else r.method} | {r.K} | {_fired(int(r.hits), int(r.n))} | {r.owner_loss_ratio_median:.3f} "
-                         f"[{r.owner_loss_ratio_min:.3f}, {r.owner_loss_ratio_max:.3f}] |")
+            lines.append(f"| {_party(r, colluded)} | {r.K} | {_fired(int(r.hits), int(r.n))} | "
+                         f"{r.owner_loss_ratio_median:.3f} [{r.owner_loss_ratio_min:.3f}, {r.owner_loss_ratio_max:.3f}] |")
         lines.append("")
     return "\n".join(lines) + "\n"
 
