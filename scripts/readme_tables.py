@@ -245,8 +245,8 @@ def world_paragraph(ref: Reference) -> str:
 def summary(ref: Reference) -> str:
     """README.md's block: the survival overview and a link to the report."""
     return (f"The committed tiny-world reference results. {world_paragraph(ref)} A cell counts the seeds in which the "
-            "attack removed the mark while the attacker's model stayed within its utility budget (and at all; "
-            "`permute`'s budgets are not numbers, so its cells count any removal); blank: not run.\n\n"
+            "attack removed the mark while the attacker's model stayed within its utility budget at that checkpoint "
+            "(and at all); blank: not run.\n\n"
             f"{overview(ref)}\n\n"
             f"Every table with its intervals, the survival and ROC figures, and the papers' claims read against "
             f"them: **[{REPORT}]({REPORT})**.\n")
@@ -630,8 +630,7 @@ checkpoint schedule (`DEFAULT_SCHEDULE` in `attacks/base.py` for training attack
 ## At a glance
 
 A cell counts the seeds in which the attack removed the mark while the attacker's model stayed within its
-utility budget (and at all; `permute`'s budgets are not numbers, so its cells count any removal); blank: not
-run. The tables below give the intervals.
+utility budget at that checkpoint (and at all); blank: not run. The tables below give the intervals.
 
 {overview(ref)}
 
@@ -645,7 +644,10 @@ run. The tables below give the intervals.
   one not detected. The cell gives the bracket (low, high] of the median removal time (the first checkpoint
   by which half the seeds lost the mark) and the distribution-free order-statistic interval with its exact
   coverage ({coverage:.1%} for n = 5: no order-statistic interval reaches 95% with five seeds). A mark not
-  detected before the attack is "not marked", never a removal at step 0.
+  detected before the attack is "not marked", never a removal at step 0. Where an attack's checkpoints are
+  names, not amounts (`chain`'s links, `permute`'s kinds, `quantize`'s formats), the times are checkpoint
+  numbers along its schedule ("checkpoint (17, 18]"; `survival.md` names them): an order, so the counts and
+  the budget verdict hold, but no ratio of them is taken.
 * **Survival** counts a removal only within the **utility budget** at the removal checkpoint: owner loss at
   most {ratio} × the watermarked model's there, and FID at most +{fid_up} there (FID is measured at the last
   checkpoint, and at each earlier undetected checkpoint within the loss budget until one passes). The

@@ -95,6 +95,32 @@ def test_within_budget_removal_is_the_verdict():
     assert "inverted after the attack: lower-tail Fisher p" in text
 
 
+def test_a_schedule_of_names_is_judged_on_its_checkpoint_numbers():
+    """A chain's checkpoints are names ('permute:all → lora_ft:step 300'), not amounts: the removal and the budget
+    verdict are read on their positions along the schedule. By hand: every seed loses the mark at checkpoint 3
+    (after 2 still detected); the model is useful there in seeds 0-2 only (seeds 3, 4 never within budget while
+    undetected): removed 3/5 within budget, median checkpoint (2, 3], any removal 5/5 — not '5/5 removed'."""
+    names = ("none", "permute:all", "permute:all → lora_ft:step 100", "permute:all → lora_ft:step 300",
+             "permute:all → lora_ft:step 500")
+    recs = []
+    for s in range(5):
+        rec = record_from(planned([f"seed={s}"]), upper=names[3], lower=names[2], curve_budgets=names)
+        rec["metrics"]["removal_useful/budget"] = {"value": names[3] if s < 3 else None, "higher_is_better": True}
+        recs.append(rec)
+    row = table(recs).iloc[0]
+    assert row["removal/ordinal"] and row["removal/n_removed"] == 5 and row["removal/n_marked"] == 5
+    assert (row["removal/median_low"], row["removal/median"]) == (2, 3)
+    assert row["removal_useful/n_removed"] == 3 and row["removal_useful/median"] == 3
+    text = survival_matrix(recs).iloc[0]["roma"]
+    assert text.startswith("within the utility budget: removed in 3/5 seeds, median checkpoint in (2, 3]")
+    assert "(any removal: 5/5)" in text and "checkpoint 3: permute:all → lora_ft:step 300" in text
+    from bench.analysis.tables import cell
+    assert cell(row, "removal").startswith("checkpoint (2, 3]")
+    # seeds that ran different schedules have no shared order: no removal columns rather than a wrong one
+    recs[0]["curves"]["robustness"] = recs[0]["curves"]["robustness"][:4]
+    assert "removal/median" not in table(recs).columns
+
+
 def test_intervals_of_rates_stay_in_their_range():
     values = [1.0, 1.0, 0.6, 1.0, 0.9]
     mean, sd, lo, hi = t_interval(values, (0.0, 1.0))

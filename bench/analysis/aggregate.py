@@ -18,7 +18,10 @@ Per metric, over the row's complete seeds (`n_seeds`):
   model is still useful at that checkpoint, against the watermarked model; `removal_useful_base/*` against the
   base model): an interval-censored time, summarised by its median's bracket
   (`median_low`, `median`] and the exact order-statistic interval with its coverage (`bench.analysis.survival`), never by
-  a mean; seeds whose mark was not detected before the attack are counted apart (`n_not_marked`);
+  a mean; seeds whose mark was not detected before the attack are counted apart (`n_not_marked`). A row whose
+  budgets are not numbers (a chain, quantisation formats, permutation kinds) is summarised on its checkpoint
+  numbers (`<prefix>/ordinal` true): an order, so the counts and the within-budget verdict hold, and the times are
+  checkpoints, not amounts;
 * the attacked model's lower-tail and two-sided binomial p-values (`verify/attacked/p_lower`, `.../p_two_sided`:
   median and Fisher), from the last robustness checkpoint's counts: an inverted mark is evidence, not erasure.
 """
@@ -140,11 +143,24 @@ def fisher(ps: list[float]) -> float:
     return float(stats.combine_pvalues(ps, method="fisher").pvalue) if len(ps) > 1 else ps[0]
 
 
-def removal_intervals(recs: list[dict], prefix: str) -> list[dict] | None:
+def removal_intervals(recs: list[dict], prefix: str, ordinal: bool = False) -> list[dict] | None:
     """Each record's removal as an interval (lower, upper] with `event` (see `bench.analysis.survival`), for `removal` (the
     first checkpoint not detected) or `removal_useful` (the first one not detected *and* within the utility budget
     there, relative to the watermarked model) or `removal_useful_base` (the budget relative to the base model); None
-    when a record lacks them or a budget is not a number."""
+    when a record lacks them or a budget is not a number.
+
+    With `ordinal`, a row whose budgets are not numbers (a chain's "permute:all → lora_ft:step 300", quantisation
+    formats, permutation kinds) is put on its checkpoint schedule's positions instead (0 = unattacked, 1 = the first
+    checkpoint, ...), provided every seed ran the same schedule: the counts (removed, removed within the utility
+    budget) then mean what they mean for a numeric schedule, and the times are checkpoint numbers, an order and not a
+    scale (never divide them; `schedule_of` tells such a row apart)."""
+    schedule = schedule_of(recs) if ordinal else None
+    if schedule is not None:
+        def place(v):
+            return schedule.index(v) if v in schedule else v  # a budget off the schedule stays a string: refused below
+    else:
+        def place(v):
+            return v
     out = []
     useful = prefix != "removal"
     for r in recs:
@@ -152,13 +168,15 @@ def removal_intervals(recs: list[dict], prefix: str) -> list[dict] | None:
         if "removal/event" not in m or (useful and f"{prefix}/budget" not in m):
             return None
         lower, upper, event = (m[f"removal/{k}"]["value"] for k in ("lower", "upper", "event"))
+        lower, upper = (None if v is None else place(v) for v in (lower, upper))
         if useful and lower is not None:  # a mark there before the attack
             useful_at = m[f"{prefix}/budget"]["value"]
-            curve = [p["budget"] for p in (r.get("curves") or {}).get("robustness", [])]
+            curve = [place(p["budget"]) for p in (r.get("curves") or {}).get("robustness", [])]
             if useful_at is None:
                 lower, upper, event = (curve[-1] if curve else (lower if not event else None)), None, False
             else:
-                before = [b for b in curve if _is_number(b) and b < useful_at]
+                useful_at = place(useful_at)
+                before = [b for b in curve if _is_number(b) and _is_number(useful_at) and b < useful_at]
                 lower, upper, event = (max(before) if before else lower), useful_at, True
                 if lower is None:
                     return None
@@ -171,17 +189,30 @@ def removal_intervals(recs: list[dict], prefix: str) -> list[dict] | None:
     return out
 
 
+def schedule_of(recs: list[dict]) -> list | None:
+    """The checkpoint budgets every record of a row ran, in order, when they are not all numbers and every record
+    has the same ones (the ordinal axis of `removal_intervals`); None for a numeric schedule or differing ones."""
+    schedules = {tuple(p["budget"] for p in (r.get("curves") or {}).get("robustness", [])) for r in recs}
+    if len(schedules) != 1:
+        return None
+    schedule = list(next(iter(schedules)))
+    if not schedule or all(_is_number(b) for b in schedule) or len(set(map(str, schedule))) != len(schedule):
+        return None
+    return schedule
+
+
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _removal(recs: list[dict], prefix: str) -> dict:
     """The interval-censored removal columns (`removal`, `removal_useful` or `removal_useful_base`)."""
-    intervals = removal_intervals(recs, prefix)
+    intervals = removal_intervals(recs, prefix, ordinal=True)
     if intervals is None:
         return {}
     s = interval_median(intervals)
-    return {f"{prefix}/median": s["median_high"], f"{prefix}/median_low": s["median_low"],
+    return {f"{prefix}/ordinal": schedule_of(recs) is not None,
+            f"{prefix}/median": s["median_high"], f"{prefix}/median_low": s["median_low"],
             f"{prefix}/ci_low": s["ci_low"], f"{prefix}/ci_high": s["ci_high"], f"{prefix}/ci_coverage": s["coverage"],
             f"{prefix}/n_removed": s["n_removed"], f"{prefix}/n_marked": s["n"], f"{prefix}/n_not_marked": s["n_not_marked"]}
 

@@ -8,7 +8,8 @@ import math
 import pandas as pd
 import yaml
 
-from bench.analysis.aggregate import LABELS, bounds_of, evidence_tails, group_records, removal_intervals
+from bench.analysis.aggregate import (LABELS, bounds_of, evidence_tails, group_records, removal_intervals,
+                                      schedule_of)
 from bench.analysis.survival import describe_interval, interval_median
 from bench.identity import CONF, declared_attribute
 from bench.untrusted import registry, safe_cell
@@ -43,6 +44,13 @@ def _g(x: float) -> str:
     return "∞" if isinstance(x, float) and math.isinf(x) else f"{x:.3g}"
 
 
+def ordinal(row: pd.Series, prefix: str) -> bool:
+    """Whether a row's removal times (`prefix`: removal, removal_useful, ...) are checkpoint numbers on a schedule
+    whose budgets are not numbers (`bench.analysis.aggregate.schedule_of`), read from a frame or its CSV."""
+    v = row.get(f"{prefix}/ordinal")
+    return v is not None and not pd.isna(v) and bool(v)
+
+
 def cell(row: pd.Series, name: str) -> str:
     """One markdown cell: mean ± half-width (rates: mean (low–high), their interval clipped to [0, 1]), k/n for
     verdicts, median/Fisher for p-values, the interval-censored median's bracket and interval for removal."""
@@ -60,7 +68,8 @@ def cell(row: pd.Series, name: str) -> str:
         cov = row.get("removal/ci_coverage")
         ci = (f" ({cov:.0%} CI {_g(row['removal/ci_low'])}–{_g(row['removal/ci_high'])})"
               if cov is not None and not pd.isna(cov) and cov > 0 else "")  # one seed: no interval
-        return f"({_g(row['removal/median_low'])}, {_g(med)}]{ci}, {k}/{marked} removed{unmarked}"
+        where = "checkpoint " if ordinal(row, "removal") else ""  # a schedule of names: checkpoint numbers
+        return f"{where}({_g(row['removal/median_low'])}, {_g(med)}]{ci}, {k}/{marked} removed{unmarked}"
     if name.endswith("p_value"):
         med = row.get(f"{name}/median")
         return "" if med is None or pd.isna(med) else f"{med:.2g} (Fisher {row[f'{name}/fisher']:.2g})"
@@ -104,9 +113,11 @@ def survival_matrix(records: list[dict]) -> pd.DataFrame:
     rows: dict[tuple, dict] = {}
     for (model, data, metrics, attack, method), recs in sorted(cells.items()):
         unit = recs[0]["curves"]["robustness"][0].get("budget_label", "step")
+        if schedule_of(recs) is not None:  # budgets that are names (a chain's links, formats): checkpoint numbers
+            unit = "checkpoint"
         m = [r["metrics"] for r in recs]
-        every, useful = removal_intervals(recs, "removal"), removal_intervals(recs, "removal_useful")
-        if every is None:  # budgets that are not numbers (quantisation formats): list them
+        every, useful = (removal_intervals(recs, p, ordinal=True) for p in ("removal", "removal_useful"))
+        if every is None:  # budgets that are not numbers and differ between seeds: list them
             removed = [x["removal_budget"]["value"] for x in m if x["removal/event"]["value"]]
             text = (f"removed in {len(removed)}/{len(m)} seeds (at {', '.join(map(str, dict.fromkeys(removed)))})"
                     if removed else f"survives in {len(m)}/{len(m)} seeds")
@@ -114,13 +125,19 @@ def survival_matrix(records: list[dict]) -> pd.DataFrame:
             any_removal = interval_median(every)
             text = (f"within the utility budget: {describe_interval(interval_median(useful), unit)} "
                     f"(any removal: {any_removal['n_removed']}/{any_removal['n']}")
-            base = removal_intervals(recs, "removal_useful_base")
+            base = removal_intervals(recs, "removal_useful_base", ordinal=True)
             if base is not None:  # the same budget against the base model the owner started from
                 against_base = interval_median(base)
                 text += f"; within the budget against the base model: {against_base['n_removed']}/{against_base['n']}"
             text += ")"
         else:
             text = describe_interval(interval_median(every), unit)
+        schedule = schedule_of(recs)
+        if schedule is not None and every is not None:  # name the checkpoints the median's bracket stands for
+            s = interval_median(useful if useful is not None else every)
+            ends = [int(s[k]) for k in ("median_low", "median_high") if s["n_removed"] and math.isfinite(s[k])]
+            if ends:
+                text += " {" + "; ".join(f"checkpoint {i}: {schedule[i]}" for i in dict.fromkeys(ends)) + "}"
         lower = evidence_tails(recs).get("verify/attacked/p_lower/fisher")
         if lower is not None and lower <= 1e-3:
             text += f"; inverted after the attack: lower-tail Fisher p {lower:.2g} (the verdict's test is upper-tail)"
