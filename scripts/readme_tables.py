@@ -320,10 +320,15 @@ def claims(ref: Reference) -> str:
         f"{detected(ref, 'aiao', 'permute')}: the verifier reads fixed coordinates.")
     r = ref.setting("method", "r")  # RoMa's radius (only RoMa's config has one)
     excluded = [a for a, x in ref.ratios.items() if x["ci_high"] < PAPER_ROMA_RATIO]
+    kept = [a for a in ref.ratios if a not in excluded]
+    names = lambda attacks: ", ".join(f"`{a}`" for a in attacks)  # noqa: E731
+    if not ref.ratios:
+        found = "No attack has removal times of both RoMa and WatermarkDM at shared seeds in these records yet"
+    else:
+        found = (f"The paired per-seed ratios' intervals (above) exclude {PAPER_ROMA_RATIO}× under "
+                 f"{names(excluded) or 'no attack'}" + (f" and include it under {names(kept)}" if kept else ""))
     out.append(
-        f"* **RoMa: at least {PAPER_ROMA_RATIO}× the baseline's steps to removal.** The paired per-seed ratios' "
-        f"intervals (above) exclude {PAPER_ROMA_RATIO}× under "
-        f"{', '.join(f'`{a}`' for a in excluded) or 'no attack'}"
+        f"* **RoMa: at least {PAPER_ROMA_RATIO}× the baseline's steps to removal.** {found}"
         f"{f' (the records: r = {r})' if r else ''}. docs/methods.md explains why the "
         f"paper's radius barely changes the gradient at this scale.")
     lower = m("sleepermark", "trigger_ft", "verify/attacked/p_lower/fisher")
