@@ -599,7 +599,9 @@ def worst(ref: Reference) -> str:
                    "the attack), how many stayed within the budget, the best such configuration and its evidence at "
                    "the search seed; then that configuration re-run at fresh seeds: removed within budget k/n with "
                    "its exact 95% interval, the median −log10 p and the utility (mean [min, max]) at the final "
-                   "checkpoint.\n\n" + table.astype(object).where(table.notna(), "").to_markdown(index=False, floatfmt=".3g")
+                   "checkpoint. Beside it, the family's hand-set attack as the suite ran it: a trial is judged at its "
+                   "last checkpoint only, the suite's run at the first of its checkpoints that is both undetected and "
+                   "within budget, so a hand-set attack can count removals that the search's best does not.\n\n" + table.astype(object).where(table.notna(), "").to_markdown(index=False, floatfmt=".3g")
                    + "\n")
 
 

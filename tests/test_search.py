@@ -155,6 +155,18 @@ def test_the_exported_yaml_reproduces_the_best_trials_record(searched):
     assert table.loc["whole", "removed within budget"].startswith(f"{removed}/1 [")
     p = max(float(fresh["verify/attacked/p_value"]["value"]), 1e-300)
     assert table.loc["whole", "median -log10 p"] == pytest.approx(-math.log10(p))
+    assert table.loc["whole", "hand-set attack: removed within budget"] == ""  # no run of the hand-set full_ft here
+    # beside it, the family's hand-set attack from the same records (records of the suite's full_ft at default labels,
+    # made by hand: removed within budget at seed 7, survived at seed 8): 1/2 with its exact interval
+    from bench.record import write_record
+    from tests.test_leaderboard import planned, record_from
+    for seed, survived in ((7, False), (8, True)):
+        hand = record_from(planned([f"seed={seed}"], method="watermarkdm"))
+        hand["metrics"]["survived_within_budget"] = {"value": survived, "higher_is_better": True}
+        write_record(results / "records" / hand["run_id"] / "record.json", hand)
+    table = worst_case(results, write=False).set_index("search")
+    assert table.loc["whole", "hand-set attack: removed within budget"] == "1/2 [0.01, 0.99]"
+    assert table.loc["whole", "re-run seeds"] == "1"  # the hand-set records are not the exported attack's re-run
 
 
 @pytest.mark.parametrize("edit, extra, message", [

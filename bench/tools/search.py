@@ -461,14 +461,23 @@ def worst_case(results_dir: Path, write: bool = True):
     the best config, its evidence and utility at the search seed) and the exported attack's records in
     `results_dir/records` at other seeds (the fresh-seed re-run): removed within the utility budget k/n with its exact
     95% interval, the median -log10 p and the owner-loss ratio and FID increase (mean, min-max) at the final
-    checkpoint. Written as results_dir/search/worst_case.csv / .md (`write`)."""
+    checkpoint; and beside it the family's hand-set attack from the same records (`<family>` at default labels, the
+    suite's runs), removed within budget at any of its checkpoints. Written as results_dir/search/worst_case.csv / .md
+    (`write`)."""
     import statistics
 
     import pandas as pd
 
-    from bench.analysis.aggregate import clopper_pearson
+    from bench.analysis.aggregate import clopper_pearson, identity_of
     from bench.record import load_records
     records = load_records(Path(results_dir) / "records", skip_bad=True)
+
+    def removed_in_budget(recs: list[dict]) -> str:
+        """'k/n [low, high]': records removed within the utility budget, with the exact 95% interval."""
+        k, n = sum(not value(r, "survived_within_budget") for r in recs), len(recs)
+        low, high = clopper_pearson(k, n)
+        return f"{k}/{n} [{low:.2f}, {high:.2f}]"
+
     rows = []
     for path in sorted((Path(results_dir) / "search").glob("*/best.json")):
         summary = json.loads(path.read_text())
@@ -486,11 +495,9 @@ def worst_case(results_dir: Path, write: bool = True):
         recs = [r for r in records if r.get("attack") == name and r.get("method") == settings["method"]
                 and r["status"] == "complete" and r["seed"] != seed]
         n = len(recs)
-        removed = sum(not value(r, "survived_within_budget") for r in recs)
         row["re-run seeds"] = ",".join(str(r["seed"]) for r in sorted(recs, key=lambda r: r["seed"]))
         if n:
-            low, high = clopper_pearson(removed, n)
-            row["removed within budget"] = f"{removed}/{n} [{low:.2f}, {high:.2f}]"
+            row["removed within budget"] = removed_in_budget(recs)
             evidence = [-math.log10(max(float(value(r, "verify/attacked/p_value")), P_FLOOR)) for r in recs]
             row["median -log10 p"] = statistics.median(evidence)
             for figure in ("owner_loss_ratio", "fid_increase"):
@@ -498,6 +505,13 @@ def worst_case(results_dir: Path, write: bool = True):
                 got = [float(g) for g in got if g is not None]
                 if got:
                     row[figure] = f"{statistics.mean(got):.3g} [{min(got):.3g}, {max(got):.3g}]"
+        # beside it, the family's hand-set attack as the suite ran it (default labels): a trial is judged at its last
+        # checkpoint only, the suite's run at the first of its checkpoints that is undetected and within budget
+        hand = [r for r in records if r["status"] == "complete" and "survived_within_budget" in r.get("metrics", {})
+                and identity_of(r)["labels"].get("attack") == settings["attack"]
+                and identity_of(r)["labels"].get("method") == settings["method"]
+                and identity_of(r)["labels"].get("metrics") == "default"]
+        row["hand-set attack: removed within budget"] = removed_in_budget(hand) if hand else ""
         rows.append(row)
     table = pd.DataFrame(rows)
     if rows and write:
