@@ -112,9 +112,8 @@ def survival_matrix(records: list[dict]) -> pd.DataFrame:
                           lambda r: r["status"] == "complete" and "removal/event" in r.get("metrics", {}))
     rows: dict[tuple, dict] = {}
     for (model, data, metrics, attack, method), recs in sorted(cells.items()):
-        unit = recs[0]["curves"]["robustness"][0].get("budget_label", "step")
-        if schedule_of(recs) is not None:  # budgets that are names (a chain's links, formats): checkpoint numbers
-            unit = "checkpoint"
+        schedule = schedule_of(recs)  # budgets that are names (a chain's links, formats): checkpoint numbers
+        unit = "checkpoint" if schedule is not None else recs[0]["curves"]["robustness"][0].get("budget_label", "step")
         m = [r["metrics"] for r in recs]
         every, useful = (removal_intervals(recs, p, ordinal=True) for p in ("removal", "removal_useful"))
         if every is None:  # budgets that are not numbers and differ between seeds: list them
@@ -122,8 +121,8 @@ def survival_matrix(records: list[dict]) -> pd.DataFrame:
             text = (f"removed in {len(removed)}/{len(m)} seeds (at {', '.join(map(str, dict.fromkeys(removed)))})"
                     if removed else f"survives in {len(m)}/{len(m)} seeds")
         elif useful is not None:  # the verdict: removals that leave a useful model at that checkpoint
-            any_removal = interval_median(every)
-            text = (f"within the utility budget: {describe_interval(interval_median(useful), unit)} "
+            any_removal, shown = interval_median(every), interval_median(useful)
+            text = (f"within the utility budget: {describe_interval(shown, unit)} "
                     f"(any removal: {any_removal['n_removed']}/{any_removal['n']}")
             base = removal_intervals(recs, "removal_useful_base", ordinal=True)
             if base is not None:  # the same budget against the base model the owner started from
@@ -131,11 +130,11 @@ def survival_matrix(records: list[dict]) -> pd.DataFrame:
                 text += f"; within the budget against the base model: {against_base['n_removed']}/{against_base['n']}"
             text += ")"
         else:
-            text = describe_interval(interval_median(every), unit)
-        schedule = schedule_of(recs)
+            shown = interval_median(every)
+            text = describe_interval(shown, unit)
         if schedule is not None and every is not None:  # name the checkpoints the median's bracket stands for
-            s = interval_median(useful if useful is not None else every)
-            ends = [int(s[k]) for k in ("median_low", "median_high") if s["n_removed"] and math.isfinite(s[k])]
+            ends = [int(shown[k]) for k in ("median_low", "median_high")
+                    if shown["n_removed"] and math.isfinite(shown[k])]
             if ends:
                 text += " {" + "; ".join(f"checkpoint {i}: {schedule[i]}" for i in dict.fromkeys(ends)) + "}"
         lower = evidence_tails(recs).get("verify/attacked/p_lower/fisher")

@@ -507,10 +507,9 @@ def worst_case(results_dir: Path, write: bool = True):
                     row[figure] = f"{statistics.mean(got):.3g} [{min(got):.3g}, {max(got):.3g}]"
         # beside it, the family's hand-set attack as the suite ran it (default labels): a trial is judged at its last
         # checkpoint only, the suite's run at the first of its checkpoints that is undetected and within budget
+        wanted = {"attack": settings["attack"], "method": settings["method"], "metrics": "default"}
         hand = [r for r in records if r["status"] == "complete" and "survived_within_budget" in r.get("metrics", {})
-                and identity_of(r)["labels"].get("attack") == settings["attack"]
-                and identity_of(r)["labels"].get("method") == settings["method"]
-                and identity_of(r)["labels"].get("metrics") == "default"]
+                and all(identity_of(r)["labels"].get(k) == v for k, v in wanted.items())]
         row["hand-set attack: removed within budget"] = removed_in_budget(hand) if hand else ""
         rows.append(row)
     table = pd.DataFrame(rows)
