@@ -15,7 +15,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/tiny_seeds.sh
-OMP_NUM_THREADS=2 .venv/bin/python -m bench.tools.roc results
+# ROC: the null models are built once (two threads, with WatermarkDM's verifications), then the other methods'
+# verifications in two one-thread workers (each writes roc/<model>_<method>.csv), then the tables from all of them
+roc() { .venv/bin/python -m bench.tools.roc results "$@"; }
+OMP_NUM_THREADS=2 roc --method watermarkdm
+OMP_NUM_THREADS=1 roc --method activemark --method aiao > "${TMPDIR:-/tmp}/tiny_roc_a.log" 2>&1 & a=$!
+OMP_NUM_THREADS=1 roc --method roma --method sleepermark > "${TMPDIR:-/tmp}/tiny_roc_b.log" 2>&1 & b=$!
+wait "$a"; wait "$b"
+roc --tables-only
 bash scripts/tiny_search.sh
 bash scripts/tiny_disputes.sh
 .venv/bin/python scripts/make_reference.py results

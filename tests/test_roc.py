@@ -86,3 +86,10 @@ def test_no_seeds_refused(tmp_path):
     (tmp_path / "records").mkdir()
     out = run_module("bench.tools.roc", [str(tmp_path)], timeout=300)
     assert out.returncode == 2 and "two or more seeds" in out.stderr
+
+
+def test_twenty_independent_steps_are_refused_before_any_work(tmp_path):
+    """torch's OneCycleLR at the world's 5% warm-up divides by zero at exactly 20 steps; 19 and 21 train."""
+    out = run_module("bench.tools.roc", [str(tmp_path), "--indep-steps", "20"], timeout=300)
+    assert out.returncode == 2 and "--indep-steps 20" in out.stderr and "19 or 21" in out.stderr
+    assert not (tmp_path / "roc").exists()
