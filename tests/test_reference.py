@@ -121,3 +121,29 @@ def test_the_build_paragraph_names_one_shipped_build_and_the_suites_coverage():
     assert "1 record from a tree not known to be clean" in readme_tables.world_paragraph(ref)
     ref.records = records + [rec("aiao", "lora_ft", 0, world=None)]
     assert readme_tables.world_paragraph(ref).startswith("**These records predate the shipped world:**")
+
+
+def test_a_search_weaker_than_the_hand_set_attack_says_so_at_a_glance(tmp_path):
+    """The at-a-glance column of a search's best names the family's hand-set attack when that removed the mark within
+    budget in more seeds, and stays silent when it did not."""
+    from types import SimpleNamespace
+
+    readme_tables = _readme_tables()
+    (tmp_path / "search" / "roma-full_ft-s0").mkdir(parents=True)
+    (tmp_path / "search" / "roma-full_ft-s0" / "best.json").write_text(json.dumps(
+        {"export": "conf/attack/full_ft_worst_roma.yaml", "n_trials": 12}))
+
+    def row(n_marked, useful, anywhere):
+        return pd.Series({"n_seeds": 5, "removal/n_marked": n_marked, "removal_useful/n_removed": useful,
+                          "removal/n_removed": anywhere})
+
+    def table(handset):
+        rows = {("roma", "full_ft"): handset, ("roma", "full_ft_worst_roma"): row(5, 0, 0)}
+        df = pd.DataFrame([{"method": m, "attack": a} for m, a in rows])
+        return readme_tables.overview(SimpleNamespace(folder=tmp_path, df=df, row=lambda m, a: rows.get((m, a))))
+
+    stronger = table(row(5, 3, 5)).splitlines()[-1]
+    assert stronger.endswith("| `full_ft` (N=12): survives 5/5; weaker than the hand-set `full_ft`, which removed 3/5 "
+                             "in budget |")
+    assert table(row(5, 0, 4)).splitlines()[-1].endswith("| `full_ft` (N=12): survives 5/5 |")
+    assert table(row(5, 3, 5)).splitlines()[0].endswith("| best found by search (N trials) |")
