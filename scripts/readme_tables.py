@@ -395,6 +395,19 @@ def _fired(k: int, n: int) -> str:
     return f"{k:,}/{n:,} (≤ {_pct(high)})" if k == 0 else f"{k:,}/{n:,} ({_pct(k / n)}, {_pct(low)}–{_pct(high)})"
 
 
+def roc_models(ref: Reference) -> str:
+    """Whether the ROC measured the records' own models: its keys' watermarked models (the CSVs name them by address)
+    against the records' (a ROC from another build or other seeds would describe other models)."""
+    ours = {r["models"]["watermarked"]["address"] for r in ref.records}
+    theirs = {a for df in ref.scores.values() for a in df[df.role == "watermarked"].model}
+    if theirs <= ours:
+        return (f"The ROC's keys are the records' own: all {len(theirs)} watermarked models it verified are the "
+                "records' watermarked models.")
+    return (f"**This ROC describes other models than the records above:** {len(theirs - ours)} of the "
+            f"{len(theirs)} watermarked models in `roc/` are not the records' (it was measured on an earlier build or "
+            "other seeds). `python -m bench.tools.roc results` on the records' results folder measures it again.")
+
+
 def roc(ref: Reference) -> str:
     """The ROC / false-positive section, from the committed CSVs of `python -m bench.tools.roc`."""
     if not ref.roc:
@@ -417,6 +430,7 @@ def roc(ref: Reference) -> str:
         "rebuilt with another `model.seed`, with the same models (**independent** and **other-world**: nobody "
         "marked them);",
         "* the base model and the base model after each attack.\n",
+        roc_models(ref) + "\n",
     ]
     for world, nm in ref.null_models.items():
         figures = "; ".join(f"{r.role} {r.owner_loss:.3f} / {r.fid:.0f}" for r in nm.itertuples())

@@ -147,3 +147,16 @@ def test_a_search_weaker_than_the_hand_set_attack_says_so_at_a_glance(tmp_path):
                              "in budget |")
     assert table(row(5, 0, 4)).splitlines()[-1].endswith("| `full_ft` (N=12): survives 5/5 |")
     assert table(row(5, 3, 5)).splitlines()[0].endswith("| best found by search (N trials) |")
+
+
+def test_the_roc_section_says_whether_it_measured_the_records_own_models():
+    """A ROC measured on other models (an earlier build, other seeds) is flagged; the committed one is the records'."""
+    from types import SimpleNamespace
+
+    readme_tables = _readme_tables()
+    assert readme_tables.roc_models(readme_tables.Reference(REF)).startswith("The ROC's keys are the records' own")
+    records = [{"models": {"watermarked": {"address": a}}} for a in ("aa", "bb")]
+    scores = {"roma": pd.DataFrame({"role": ["watermarked", "watermarked", "cross:watermarked"],
+                                    "model": ["aa", "cc", "bb"]})}
+    text = readme_tables.roc_models(SimpleNamespace(records=records, scores=scores))
+    assert text.startswith("**This ROC describes other models") and "1 of the 2 watermarked models" in text
