@@ -344,8 +344,12 @@ def claims(ref: Reference) -> str:
     if not ref.ratios:
         found = "No attack has removal times of both RoMa and WatermarkDM at shared seeds in these records yet"
     else:
-        found = (f"The paired per-seed ratios' intervals (above) exclude {PAPER_ROMA_RATIO}× under "
-                 f"{names(excluded) or 'no attack'}" + (f" and include it under {names(kept)}" if kept else ""))
+        found = "; ".join(part for part in (
+            f"the paired per-seed ratios' intervals (above) exclude {PAPER_ROMA_RATIO}× under {names(excluded)}"
+            if excluded else f"no attack's paired per-seed ratio interval (above) excludes {PAPER_ROMA_RATIO}×",
+            f"the interval{'s' * (len(kept) > 1)} under {names(kept)} include{'s' * (len(kept) == 1)} it" if kept
+            else "") if part)
+        found = found[0].upper() + found[1:]
     out.append(
         f"* **RoMa: at least {PAPER_ROMA_RATIO}× the baseline's steps to removal.** {found}"
         f"{f' (the records: r = {r})' if r else ''}. docs/methods.md explains why the "
