@@ -610,14 +610,25 @@ def disputes(ref: Reference) -> str:
 
 
 def missing(ref: Reference) -> str:
-    """What the tables do not have yet: attacks in conf/attack/ without a row, rows under five seeds."""
-    attacks = sorted(p.stem for p in (ROOT / "conf" / "attack").glob("*.yaml"))
-    absent = [a for a in attacks if a not in set(ref.df.attack)]
+    """What the tables do not have yet: the suite's cells (conf/method/ x conf/attack/ but `none`) without a row, per
+    method, and rows under five seeds."""
+    from suite_cost import suite
+
+    methods, attacks = suite(ROOT / "conf")
+    have = set(zip(ref.df.method, ref.df.attack))
+    absent = {m: [a for a in attacks if (m, a) not in have] for m in methods}
+    absent = {m: gone for m, gone in absent.items() if gone}
     short = [f"{r.method} × {r.attack} (has {r.n_seeds})" for r in ref.df.itertuples() if r.n_seeds < 5]
-    return ("**Not yet in these tables:** " + (f"the attacks {', '.join(f'`{a}`' for a in absent)} (in `conf/attack/`, "
-            "no records here)" if absent else "every attack has rows")
-            + (f"; five seeds of {', '.join(short)}" if short else "")
-            + ". `bash scripts/tiny_seeds.sh` runs the whole suite on the shipped world (hours of CPU; a killed "
+    if not absent and not short:
+        return f"**Complete:** every method × attack of the suite ({len(methods)} × {len(attacks)}) has a row here, and " \
+               "every row has five seeds.\n"
+    def cells(m, gone):
+        return f"{m} × all {len(attacks)} attacks" if len(gone) == len(attacks) else \
+            f"{m} × {', '.join(f'`{a}`' for a in gone)}"
+    return ("**Not yet in these tables:** "
+            + " ".join(([f"No row for {'; '.join(cells(m, gone) for m, gone in absent.items())}."] if absent else [])
+                       + ([f"Under five seeds: {', '.join(short)}."] if short else []))
+            + " `bash scripts/tiny_seeds.sh` runs the whole suite on the shipped world (hours of CPU; a killed "
               "run resumes).\n")
 
 

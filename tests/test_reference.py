@@ -160,3 +160,21 @@ def test_the_roc_section_says_whether_it_measured_the_records_own_models():
                                     "model": ["aa", "cc", "bb"]})}
     text = readme_tables.roc_models(SimpleNamespace(records=records, scores=scores))
     assert text.startswith("**This ROC describes other models") and "1 of the 2 watermarked models" in text
+
+
+def test_what_is_missing_names_the_suites_cells_without_a_row_and_the_rows_under_five_seeds():
+    from types import SimpleNamespace
+
+    readme_tables = _readme_tables()
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from suite_cost import suite
+
+    methods, attacks = suite(ROOT / "conf")
+    full = pd.DataFrame([{"method": m, "attack": a, "n_seeds": 5} for m in methods for a in attacks])
+    done = readme_tables.missing(SimpleNamespace(df=full))
+    assert done.startswith(f"**Complete:** every method × attack of the suite ({len(methods)} × {len(attacks)})")
+    part = full[~((full.method == "none") | ((full.method == "roma") & (full.attack == "merge")))].copy()
+    part.loc[(part.method == "aiao") & (part.attack == "noise"), "n_seeds"] = 3
+    text = readme_tables.missing(SimpleNamespace(df=part))
+    assert f"No row for none × all {len(attacks)} attacks; roma × `merge`." in text
+    assert "Under five seeds: aiao × noise (has 3)." in text
