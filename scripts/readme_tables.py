@@ -70,6 +70,14 @@ def per_seed(records: list[dict], method: str, attack: str) -> dict:
     return {} if intervals is None else {r["seed"]: iv for r, iv in zip(recs, intervals)}
 
 
+def budget_unit(records: list[dict], attack: str) -> str:
+    """The unit of an attack's checkpoints in its records (`budget_label`: step, sparsity, merge coefficient, ...)."""
+    for r in records:
+        if identity_of(r)["labels"]["attack"] == attack and (r.get("curves") or {}).get("robustness"):
+            return r["curves"]["robustness"][0].get("budget_label", "step")
+    return "step"
+
+
 # ---- the data every section reads -----------------------------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,8 +95,10 @@ class Reference:
         self.df = pd.read_csv(folder / "leaderboard.csv")
         self.meta = json.loads((folder / "leaderboard_meta.json").read_text())
         self.records, _ = current([r for r in load_records(folder) if r["status"] == "complete"])
-        self.ratios = {}  # attack -> paired_ratio of RoMa over WatermarkDM
+        self.ratios = {}  # attack -> paired_ratio of RoMa over WatermarkDM, for attacks whose budget is steps
         for attack in sorted(self.df.attack.unique()):
+            if budget_unit(self.records, attack) != "step":
+                continue  # a merge coefficient, a sparsity, a noise scale: not the steps RoMa's claim is about
             a, b = per_seed(self.records, "roma", attack), per_seed(self.records, "watermarkdm", attack)
             if not a or not b or not any(iv["event"] for iv in [*a.values(), *b.values()]):
                 continue  # no removal time in this row (a budget-free attack, or neither was removed)
@@ -300,7 +310,7 @@ def render(folder: Path, ref: Reference | None = None) -> str:
     for attack, rows in ref.df.groupby("attack", sort=True):
         out.append(f"**{attack}**\n\n{table(rows)}\n")
     out.append("**RoMa / WatermarkDM steps-to-removal, paired by seed** (median per-seed ratio in (low, high], "
-               "order-statistic interval with its exact coverage)\n")
+               "order-statistic interval with its exact coverage; the attacks whose checkpoints are training steps)\n")
     out.append("\n".join(f"* {attack}: in ({_num(r['median_low'])}, {_num(r['median_high'])}]× over {r['n']} paired "
                          f"seeds ({r['coverage']:.1%} CI {_num(r['ci_low'])}–{_num(r['ci_high'])})"
                          for attack, r in ref.ratios.items()) + "\n")

@@ -178,3 +178,18 @@ def test_what_is_missing_names_the_suites_cells_without_a_row_and_the_rows_under
     text = readme_tables.missing(SimpleNamespace(df=part))
     assert f"No row for none × all {len(attacks)} attacks; roma × `merge`." in text
     assert "Under five seeds: aiao × noise (has 3)." in text
+
+
+def test_paired_ratios_are_taken_only_where_the_checkpoints_are_training_steps():
+    """RoMa's claim is about steps to removal: a merge coefficient or a sparsity is not one (budget_unit reads the
+    records' own budget_label)."""
+    readme_tables = _readme_tables()
+
+    def rec(attack, label):
+        return {"method": "roma", "attack": attack, "curves": {"robustness": [{"budget_label": label}]}}
+
+    records = [rec("merge", "merge coefficient"), rec("full_ft", "step"), rec("prune", "sparsity")]
+    assert [readme_tables.budget_unit(records, a) for a in ("merge", "full_ft", "prune", "lora_ft")] == [
+        "merge coefficient", "step", "sparsity", "step"]
+    ref = readme_tables.Reference(REF)
+    assert ref.ratios and all(readme_tables.budget_unit(ref.records, a) == "step" for a in ref.ratios)
