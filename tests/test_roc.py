@@ -93,3 +93,27 @@ def test_twenty_independent_steps_are_refused_before_any_work(tmp_path):
     out = run_module("bench.tools.roc", [str(tmp_path), "--indep-steps", "20"], timeout=300)
     assert out.returncode == 2 and "--indep-steps 20" in out.stderr and "19 or 21" in out.stderr
     assert not (tmp_path / "roc").exists()
+
+
+def test_the_other_world_of_a_shipped_world_is_built_not_refused(tmp_path):
+    """model=tiny loads the shipped build of seed 0 and refuses other settings; ROC's other world (seed + 1) asks for a
+    build (model.source=build), so world_stage takes the build path: with building not allowed it says the world is
+    not in the cache, instead of refusing the seed as the shipped world does."""
+    from omegaconf import OmegaConf
+
+    from bench.cache import Cache
+    from bench.config import compose
+    from bench.errors import ConfigError
+    from bench.run.runner import build
+    from bench.run.stages import world_stage
+    from bench.tools.roc import other_world
+
+    tiny = OmegaConf.to_container(compose(["model=tiny"]).model, resolve=True)
+    spec = other_world(tiny, 0)
+    assert spec["seed"] == tiny["seed"] + 1 and spec["source"] == "build" and tiny["source"] == "shipped"
+    with pytest.raises(ConfigError, match="shipped tiny world was built with other settings"):
+        shipped = {**spec, "source": "shipped"}
+        world_stage(Cache(tmp_path), build(OmegaConf.create(shipped), "model"), shipped, None, None, allow_build=False)
+    with pytest.raises(ConfigError, match="is not in the cache"):
+        world_stage(Cache(tmp_path), build(OmegaConf.create(spec), "model"), spec, None, None, allow_build=False)
+    assert other_world(OmegaConf.to_container(compose(["model=micro"]).model, resolve=True), 1).get("source") is None

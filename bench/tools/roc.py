@@ -160,6 +160,15 @@ def base_nulls(cache, recs: list[dict]) -> list[tuple[str, object]]:
     return out
 
 
+def other_world(model_cfg: dict, k: int) -> dict:
+    """The model config of the k-th other world: the records' world spec with `model.seed` + 1 + k, built on this
+    machine (a shipped world, model=tiny, is one build of seed 0: `model.source=build` builds another seed)."""
+    spec = {**model_cfg, "seed": model_cfg["seed"] + 1 + k}
+    if "source" in spec:
+        spec["source"] = "build"
+    return spec
+
+
 def independent_nulls(rec: dict, cache, world, n: int, steps: int, n_worlds: int) -> list[tuple[str, object, object]]:
     """(role, model, world) for the independent null models (built once, cached)."""
     from omegaconf import OmegaConf
@@ -187,7 +196,7 @@ def independent_nulls(rec: dict, cache, world, n: int, steps: int, n_worlds: int
         out.append(("independent", ref, world))
         attacked(world, ref, "independent")
     for k in range(n_worlds):
-        model_cfg = OmegaConf.create({**rec["config"]["model"], "seed": rec["config"]["model"]["seed"] + 1 + k})
+        model_cfg = OmegaConf.create(other_world(rec["config"]["model"], k))
         other, _ = world_stage(cache, build(model_cfg, "model"), OmegaConf.to_container(model_cfg), world.data,
                                world.device)
         out.append(("other-world", ModelRef(other.address), other))
