@@ -438,7 +438,8 @@ def _main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if min(args.independent, args.other_worlds) < 0 or args.indep_steps < 1:
         raise BenchError("--independent and --other-worlds must be >= 0 and --indep-steps >= 1.")
-    if args.independent and args.indep_steps * 0.05 == 1:  # bench.world.tiny.train_unet: OneCycleLR, pct_start 0.05
+    from bench.world.tiny import WARMUP
+    if args.independent and args.indep_steps * WARMUP == 1:  # train_unet's OneCycleLR ends its warm-up at step 0
         raise BenchError("--indep-steps 20 cannot train the independent UNets: torch's OneCycleLR with the world's 5% "
                          "warm-up would end its warm-up at step 0 and divide by zero. Use 19 or 21 steps.")
     if args.tables_only:

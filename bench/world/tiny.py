@@ -82,10 +82,13 @@ def train_vae(vae, images, steps, batch, lr, kl, gen) -> float:
     return rec.item()
 
 
+WARMUP = 0.05  # train_unet's one-cycle warm-up, a fraction of the steps
+
+
 def train_unet(unet, scheduler, latents, caption_ids, text_table, steps, batch, lr, cond_drop, gen) -> float:
     """Latent diffusion (epsilon MSE); caption replaced by the empty prompt (last row) with prob cond_drop."""
     opt = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=0.01)
-    lr_at = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    lr_at = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=WARMUP)
     empty = len(text_table) - 1
     for _ in (bar := _loop(steps, "world: UNet")):
         idx = torch.randint(0, len(latents), (batch,), generator=gen)
