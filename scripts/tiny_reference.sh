@@ -11,10 +11,13 @@
 #      scripts/make_reference.py, scripts/readme_tables.py --write, scripts/suite_cost.py --suite.
 # Records must come from a clean tree (make_reference.py refuses others): commit before you start.
 #   bash scripts/tiny_reference.sh                   # into results/, then results/reference/
+#   bash scripts/tiny_reference.sh --from-reference  # on a fresh machine, resume the suite from the committed records
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-bash scripts/tiny_seeds.sh
+FROM=()
+if [ "${1:-}" = "--from-reference" ]; then FROM=(--from-reference); fi
+bash scripts/tiny_seeds.sh "${FROM[@]}"
 # ROC: the null models are built once (two threads, with WatermarkDM's verifications), then the other methods'
 # verifications in two one-thread workers (each writes roc/<model>_<method>.csv), then the tables from all of them
 roc() { .venv/bin/python -m bench.tools.roc results "$@"; }

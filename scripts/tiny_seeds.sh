@@ -7,6 +7,9 @@
 # `python -m bench`.
 #   bash scripts/tiny_seeds.sh                       # the README's tables (hours of CPU)
 #   bash scripts/tiny_seeds.sh paths.results_dir=/tmp/r
+#   bash scripts/tiny_seeds.sh --from-reference      # on a fresh machine: first copy the committed records of the
+#                                                    # shipped build back (scripts/resume_from_reference.py), so the
+#                                                    # runs already published are skipped
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -20,13 +23,17 @@ worker() {  # worker NAME: the whole suite (conf/experiment/tiny_suite.yaml: eve
   OMP_NUM_THREADS=1 .venv/bin/python -m bench experiment=tiny_suite "method=$METHODS" seed=0,1,2,3,4 \
     "hydra.sweep.dir=\${paths.results_dir}/hydra/\${now:%Y-%m-%d_%H-%M-%S}-$1" "${EXTRA[@]}" -m || true
 }
+FROM_REFERENCE=0
+if [ "${1:-}" = "--from-reference" ]; then FROM_REFERENCE=1; shift; fi
 EXTRA=("$@")
+RESULTS=$(.venv/bin/python - "${EXTRA[@]}" <<'PY'
+import sys
+print(next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("paths.results_dir=")), "results"))
+PY
+)
+[ "$FROM_REFERENCE" = 0 ] || .venv/bin/python scripts/resume_from_reference.py "$RESULTS"
 worker a > "${TMPDIR:-/tmp}/tiny_seeds_a.log" 2>&1 &
 sleep 5  # the first worker takes the first job; the second starts at the next
 worker b > "${TMPDIR:-/tmp}/tiny_seeds_b.log" 2>&1 &
 wait
-.venv/bin/python -m bench.tools.leaderboard "$(.venv/bin/python - "${EXTRA[@]}" <<'PY'
-import sys
-print(next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("paths.results_dir=")), "results"))
-PY
-)"
+.venv/bin/python -m bench.tools.leaderboard "$RESULTS"

@@ -2,6 +2,7 @@
 the same config and seed give the same record twice (CPU)."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -79,3 +80,37 @@ def test_a_run_held_by_another_process_is_skipped_and_taken_up_once_free(shared_
     bench_cli(run, results, shared_cache, check=True)
     assert records(results)[rid]["status"] == "complete"
     assert not (results / "records" / ".running").exists()  # the run's own lock left nothing behind
+
+
+def test_a_suite_resumed_from_committed_reference_records_skips_what_is_published(shared_cache, tmp_path):
+    """scripts/resume_from_reference.py copies back only the committed records of the shipped build from a clean
+    commit, and `python -m bench` then skips those runs (the copied record is kept, not rewritten)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import make_reference
+    import resume_from_reference
+    from bench.record import write_record
+
+    run = ["method=watermarkdm", "attack=prune", "-m", *SHRINK]
+    bench_cli(run, tmp_path / "first", shared_cache, check=True)
+    ((rid, rec),) = records(tmp_path / "first").items()
+    shipped = json.loads((ROOT / "bench/world/tiny_world/manifest.json").read_text())["fingerprint"]
+    ref = tmp_path / "reference"
+    published = make_reference.slim(rec)
+    published["provenance"] = {**rec["provenance"], "world_fingerprint": shipped, "git_dirty": False,
+                                "git_commit": "0" * 40}
+    published.pop("record_version")
+    write_record(ref / "records" / rid / "record.json", published)
+    other = {**published, "run_id": rid + "-other",
+             "provenance": {**published["provenance"], "world_fingerprint": "another-build"}}
+    write_record(ref / "records" / (rid + "-other") / "record.json", other)
+    dirty = {**published, "run_id": rid + "-dirty", "provenance": {**published["provenance"], "git_dirty": True}}
+    write_record(ref / "records" / (rid + "-dirty") / "record.json", dirty)
+
+    resumed = tmp_path / "resumed"
+    assert resume_from_reference.main([str(resumed), "--reference", str(ref)]) == 1
+    assert set(records(resumed)) == {rid}
+    proc = bench_cli(run, resumed, shared_cache, check=True)
+    assert "is complete; nothing to do" in proc.stdout + proc.stderr
+    again = records(resumed)[rid]
+    assert again["provenance"]["git_commit"] == "0" * 40 and "lmc" not in again.get("curves", {})
+    assert resume_from_reference.main([str(resumed), "--reference", str(ref)]) == 0
