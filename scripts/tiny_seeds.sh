@@ -4,7 +4,9 @@
 # a run the other worker holds is skipped (a lock per run: bench.record.claimed), so the two share the work
 # evenly and none is done twice. Jobs share results/cache (a file lock per artifact), so each embedding and
 # null attack is built once; a killed run resumes from its cached stages. Extra arguments are passed to every
-# `python -m bench`.
+# `python -m bench`. The suite runs one attack at a time, every method x seed of it (a column of the tables), the
+# README's headline attacks first (FIRST below), then the other conf/attack/ files: a suite stopped half way
+# leaves whole columns to publish, not scattered cells.
 #   bash scripts/tiny_seeds.sh                       # the README's tables (hours of CPU)
 #   bash scripts/tiny_seeds.sh paths.results_dir=/tmp/r
 #   bash scripts/tiny_seeds.sh --from-reference      # on a fresh machine: first copy the committed records of the
@@ -18,10 +20,13 @@ bash scripts/setup.sh
 METHODS=""
 for f in conf/method/*.yaml; do m=$(basename "$f" .yaml); [ "$m" = none ] || METHODS="$METHODS$m,"; done
 METHODS="${METHODS}none"
-worker() {  # worker NAME: the whole suite (conf/experiment/tiny_suite.yaml: every method x attack) at the five seeds,
+FIRST="full_ft lora_ft trigger_ft permute merge"
+ATTACKS="$FIRST"
+for f in conf/attack/*.yaml; do a=$(basename "$f" .yaml); [ "$a" = none ] || [[ " $FIRST " == *" $a "* ]] || ATTACKS="$ATTACKS $a"; done
+worker() {  # worker NAME ATTACK: one column of the suite (conf/experiment/tiny_suite.yaml) at the five seeds,
   # in a sweep folder of its own (two sweeps started in the same second would share one)
-  OMP_NUM_THREADS=1 .venv/bin/python -m bench experiment=tiny_suite "method=$METHODS" seed=0,1,2,3,4 \
-    "hydra.sweep.dir=\${paths.results_dir}/hydra/\${now:%Y-%m-%d_%H-%M-%S}-$1" "${EXTRA[@]}" -m || true
+  OMP_NUM_THREADS=1 .venv/bin/python -m bench experiment=tiny_suite "method=$METHODS" "attack=$2" seed=0,1,2,3,4 \
+    "hydra.sweep.dir=\${paths.results_dir}/hydra/\${now:%Y-%m-%d_%H-%M-%S}-$1-$2" "${EXTRA[@]}" -m || true
 }
 FROM_REFERENCE=0
 if [ "${1:-}" = "--from-reference" ]; then FROM_REFERENCE=1; shift; fi
@@ -32,8 +37,11 @@ print(next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("paths.resu
 PY
 )
 [ "$FROM_REFERENCE" = 0 ] || .venv/bin/python scripts/resume_from_reference.py "$RESULTS"
-worker a > "${TMPDIR:-/tmp}/tiny_seeds_a.log" 2>&1 &
-sleep 5  # the first worker takes the first job; the second starts at the next
-worker b > "${TMPDIR:-/tmp}/tiny_seeds_b.log" 2>&1 &
-wait
+for attack in $ATTACKS; do
+  echo "tiny_seeds: attack $attack ($(date -u +%H:%M:%S))" >&2
+  worker a "$attack" >> "${TMPDIR:-/tmp}/tiny_seeds_a.log" 2>&1 &
+  sleep 5  # the first worker takes the first job; the second starts at the next
+  worker b "$attack" >> "${TMPDIR:-/tmp}/tiny_seeds_b.log" 2>&1 &
+  wait
+done
 .venv/bin/python -m bench.tools.leaderboard "$RESULTS"
