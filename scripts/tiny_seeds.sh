@@ -37,11 +37,15 @@ print(next((a.split("=", 1)[1] for a in sys.argv[1:] if a.startswith("paths.resu
 PY
 )
 [ "$FROM_REFERENCE" = 0 ] || .venv/bin/python scripts/resume_from_reference.py "$RESULTS"
-for attack in $ATTACKS; do
-  echo "tiny_seeds: attack $attack ($(date -u +%H:%M:%S))" >&2
-  worker a "$attack" >> "${TMPDIR:-/tmp}/tiny_seeds_a.log" 2>&1 &
-  sleep 5  # the first worker takes the first job; the second starts at the next
-  worker b "$attack" >> "${TMPDIR:-/tmp}/tiny_seeds_b.log" 2>&1 &
-  wait
-done
+walk() {  # walk NAME: every column in order; no barrier between columns: a worker done with its share of one column
+  # starts the next while the other finishes its last run
+  for attack in $ATTACKS; do
+    echo "tiny_seeds: worker $1, attack $attack ($(date -u +%H:%M:%S))"
+    worker "$1" "$attack"
+  done
+}
+walk a >> "${TMPDIR:-/tmp}/tiny_seeds_a.log" 2>&1 &
+sleep 5  # the first worker takes the first job; the second starts at the next
+walk b >> "${TMPDIR:-/tmp}/tiny_seeds_b.log" 2>&1 &
+wait
 .venv/bin/python -m bench.tools.leaderboard "$RESULTS"
