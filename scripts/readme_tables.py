@@ -331,11 +331,12 @@ def claims(ref: Reference) -> str:
 
     def useful(method, attack):
         k = m(method, attack, "utility/attacked/useful/k")
-        return "no" if k is None else f"{_int(k)}/{_int(m(method, attack, 'n_seeds'))}"
+        return "no run" if k is None else f"{_int(k)}/{_int(m(method, attack, 'n_seeds'))} seeds"
 
-    def ratio(method, attack):
-        x = m(method, attack, "utility/attacked/owner_loss_ratio")
-        return "?" if x is None else f"{x:.2f}"
+    ratio = m("aiao", "permute", "utility/attacked/owner_loss_ratio")
+    permute = ("`permute`, which keeps the model's function, has no run yet" if ratio is None else
+               f"`permute`, which keeps the model's function (owner loss ×{ratio:.2f}), leaves it detected in "
+               f"{detected(ref, 'aiao', 'permute')}: the verifier reads fixed coordinates")
 
     out = ["**The papers' claims, read against these records** (each names the cells it rests on):\n"]
     out.append(
@@ -343,10 +344,8 @@ def claims(ref: Reference) -> str:
         f"detected after `full_ft` in {detected(ref, 'aiao', 'full_ft')} seeds and after `lora_ft` in "
         f"{detected(ref, 'aiao', 'lora_ft')}; WatermarkDM in {detected(ref, 'watermarkdm', 'full_ft')} and "
         f"{detected(ref, 'watermarkdm', 'lora_ft')}. AIAO's attacked model is within the utility budget at the last "
-        f"checkpoint in {useful('aiao', 'full_ft')} (`full_ft`) and {useful('aiao', 'lora_ft')} (`lora_ft`) seeds, "
-        f"and `permute`, which keeps the model's function (owner loss ×{ratio('aiao', 'permute')}), leaves it "
-        f"detected in "
-        f"{detected(ref, 'aiao', 'permute')}: the verifier reads fixed coordinates.")
+        f"checkpoint in {useful('aiao', 'full_ft')} (`full_ft`) and {useful('aiao', 'lora_ft')} (`lora_ft`), "
+        f"and {permute}.")
     r = ref.setting("method", "r")  # RoMa's radius (only RoMa's config has one)
     excluded = [a for a, x in ref.ratios.items() if x["ci_high"] < PAPER_ROMA_RATIO]
     kept = [a for a in ref.ratios if a not in excluded]
