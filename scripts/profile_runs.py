@@ -47,6 +47,11 @@ OPERATION = [
     (r"^<module> \(|_find_and_load|_call_with_frames_removed", "start-up and imports"),
 ]
 TRAINING = r"^optimise \(.*bench/training\.py"  # anything under the shared training loop is a training step
+# py-spy names a method by its qualified name ("Verification.compute (bench/metrics/verification.py:113)"): a pattern
+# written for the bare name ("^compute \(") also matches it with its class in front
+QUALIFIED = r"^(?:[\w<>]+\.)*"
+WHERE = [(QUALIFIED + p[1:] if p.startswith("^") else p, n) for p, n in WHERE]
+OPERATION = [(QUALIFIED + p[1:] if p.startswith("^") else p, n) for p, n in OPERATION]
 
 
 def classify(stack: list[str]) -> tuple[str, str]:
