@@ -48,6 +48,8 @@ write_conf() {
 ClusterName=local
 SlurmctldHost=$HOST
 AuthType=auth/munge
+# a requeued job waits cred_expire seconds before it may start again (default 120 s); 10 s is ample on one node
+AuthInfo=cred_expire=10
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
