@@ -16,9 +16,10 @@ committed files. When RESULTS_DIR/roc exists (`python -m bench.tools.roc`), it i
 results/reference/roc/ as it is: its models are not in the records, so it cannot be re-aggregated; the same for
 roc_aligned/ (`--align`) and dispute/ (`python -m bench.tools.dispute`: the README's dispute tables are re-derived
 from its raw rows).
-Each finished search in RESULTS_DIR/search/ (`python -m bench.tools.search`) is copied as its best.json, trials
-table, best-so-far figure and exported attack YAML (not its storage or trial records): with the re-runs' records,
-they are what the worst-case table (`bench.tools.search.worst_case`) is computed from.
+Each search in RESULTS_DIR/search/ (`python -m bench.tools.search`), finished or still running, is copied as its
+best.json (once finished), trials table, best-so-far figure, exported attack YAML and Optuna storage (study.db, the
+resume point; not its trial records); searches published before and absent from RESULTS_DIR stay. With the re-runs'
+records, the finished ones are what the worst-case table (`bench.tools.search.worst_case`) is computed from.
 """
 from __future__ import annotations
 
@@ -51,6 +52,23 @@ def unclean(records: list[dict]) -> list[str]:
             if (r.get("provenance") or {}).get("git_dirty") is not False or not (r.get("provenance") or {}).get("git_commit")]
 
 
+def publish_search(search: Path, target: Path) -> None:
+    """One search folder, finished or not, as it stands: its summary, trials table, best-so-far figure and exported
+    attack YAML where they exist, and its Optuna storage (a consistent copy through SQLite's backup API, even while
+    the search writes), so that `scripts/resume_from_reference.py` can resume it on another machine. It replaces
+    that search's earlier copy; other searches already published stay."""
+    import sqlite3
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    for path in [search / n for n in ("best.json", "trials.csv", "trials.md", "best_so_far.png")] + sorted(
+            (search / "conf" / "attack").glob("*.yaml")):
+        if path.is_file():
+            shutil.copy(path, target / path.name)
+    with sqlite3.connect(f"file:{search / 'study.db'}?mode=ro", uri=True) as src, \
+            sqlite3.connect(target / "study.db") as dst:
+        src.backup(dst)
+
+
 def main() -> None:
     flags = {"--add", "--allow-mixed-builds", "--allow-unclean"}
     given = set(sys.argv[1:]) & flags
@@ -78,16 +96,8 @@ def main() -> None:
         if list((source / name).glob(marker)):  # ROC with and without alignment, disputes (their models stay in the cache)
             shutil.rmtree(ref / name, ignore_errors=True)
             shutil.copytree(source / name, ref / name)
-    searches = sorted((source / "search").glob("*/best.json"))
-    if searches:  # the worst-case searches: their summaries (the re-runs' records are among the records above)
-        shutil.rmtree(ref / "search", ignore_errors=True)
-        for best in searches:
-            target = ref / "search" / best.parent.name
-            target.mkdir(parents=True)
-            for path in [best.parent / n for n in ("best.json", "trials.csv", "trials.md", "best_so_far.png")] + sorted(
-                    (best.parent / "conf" / "attack").glob("*.yaml")):
-                if path.is_file():
-                    shutil.copy(path, target / path.name)
+    for search in sorted(p.parent for p in (source / "search").glob("*/study.db")):
+        publish_search(search, ref / "search" / search.name)
     shutil.rmtree(scratch)
     print(f"wrote {ref}: {len(list((ref / 'records').glob('*/record.json')))} records")
 

@@ -9,13 +9,16 @@ A long suite (`scripts/tiny_seeds.sh`, hours of CPU) may outlive the machine it 
 build shipped in `bench/world/tiny_world/` (its fingerprint), from a clean commit, complete, and not already in
 RESULTS_DIR/records: records of other builds or dirty trees could not be published again beside the new ones.
 A run whose code or config changed since has another run id, so its old record is copied but never read as done.
-The stage cache is not in git: a resumed suite rebuilds the embeddings and null attacks its remaining runs need
+Each published search's Optuna storage (results/reference/search/<name>/study.db) is copied back where RESULTS_DIR
+has none, so `python -m bench.tools.search` goes on from its last finished trial (a finished one only re-writes its
+outputs). The stage cache is not in git: a resumed suite rebuilds the embeddings and null attacks its remaining runs need
 (deterministic on the CPU for a given thread count).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -45,6 +48,17 @@ def main(argv: list[str] | None = None) -> int:
         if not dest.exists():
             write_record(dest, {k: v for k, v in rec.items() if k != "record_version"})
             copied += 1
+    searches = 0
+    for stored in sorted((args.reference / "search").glob("*/study.db")):
+        dest = results / "search" / stored.parent.name / "study.db"
+        if not dest.exists():  # a search published part way (or finished) resumes from its storage
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(".study.db.tmp")
+            shutil.copy(stored, tmp)
+            tmp.replace(dest)
+            searches += 1
+    if searches:
+        print(f"resume: {searches} search storage(s) copied into {results / 'search'}")
     print(f"resume: {copied} reference record(s) of the shipped build {shipped} copied into {results / 'records'}; "
           f"{len(records) - copied - other} already there; {other} left out (another build, not from a clean "
           "commit, or not complete)")

@@ -232,3 +232,27 @@ def test_every_shipped_search_space_is_valid_at_every_scale():
                         value = OmegaConf.to_container(OmegaConf.create(f"v: {value}"))["v"]
                     values[name] = [value] if spec.get("list") else value
                 build(OmegaConf.create({**node, **values}), "attack")  # raises a ConfigError on a refused corner
+
+
+def test_a_published_search_resumes_on_another_machine_without_running_its_trials_again(searched, shared_cache, tmp_path):
+    """scripts/make_reference.py publishes a search's storage (study.db) beside its tables; resume_from_reference.py
+    copies it back into a fresh results folder, where the same search finds its trials done: it runs none of them
+    again and writes the same best."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import make_reference
+    import resume_from_reference
+    from bench.tools.search import main
+    done = searched["results"] / "search" / "whole"
+    ref = tmp_path / "reference"
+    make_reference.publish_search(done, ref / "search" / "whole")
+    assert {"study.db", "best.json", "trials.csv"} <= {p.name for p in (ref / "search" / "whole").iterdir()}
+    fresh = tmp_path / "fresh"
+    resume_from_reference.main([str(fresh), "--reference", str(ref)])
+    assert (fresh / "search" / "whole" / "study.db").is_file()
+    argv = [str(searched["path"]), *overrides(fresh, shared_cache), "--name", "whole"]
+    assert main(argv) == 0
+    assert not list((fresh / "search" / "whole").rglob("record.json"))  # no trial ran again
+    assert proposals(table(fresh, "whole")) == proposals(table(searched["results"], "whole"))
+    again = json.loads((fresh / "search" / "whole" / "best.json").read_text())
+    first = json.loads((done / "best.json").read_text())
+    assert again["best"] == first["best"] and again["n_trials"] == 3

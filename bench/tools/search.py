@@ -236,6 +236,14 @@ STARTUP = 2  # random trials before TPE models the results (not a function of N:
              # proposes what a search started with that N would have)
 
 
+def comparable(settings: dict) -> dict:
+    """What decides a search's trials: its settings less where they are written (the space file's location and the
+    `paths.*` overrides; the space's content is in the settings), so that a search copied to another folder or
+    machine (scripts/resume_from_reference.py) resumes there."""
+    return {**{k: v for k, v in settings.items() if k not in ("trials", "space")},
+            "overrides": [o for o in settings["overrides"] if not o.lstrip("+~").startswith("paths.")]}
+
+
 def sampler(seed: int, number: int):
     """TPE seeded by (search seed, trial number): proposals depend on the seed and the trials before, never on how
     many processes the search took or on N."""
@@ -398,7 +406,7 @@ def _main(argv: list[str]) -> int | None:
                     "constraints": search["constraints"], "params": search["params"], "run": search["run"],
                     "overrides": args.overrides, "seed": args.seed, "run_seed": seed}
         previous = study.user_attrs.get("settings")
-        if previous and {k: v for k, v in previous.items() if k != "trials"} != settings:
+        if previous and comparable(previous) != comparable(settings):
             raise BenchError(f"The search in {out} was started with other settings ({previous}); these are "
                              f"{settings}. Give this search its own --name, or delete {out} to start over.")
         study.set_user_attr("settings", settings)
