@@ -2,9 +2,13 @@
 
     .venv/bin/python scripts/make_reference.py [RESULTS_DIR]          # replace the reference records
     .venv/bin/python scripts/make_reference.py --add [RESULTS_DIR]    # add RESULTS_DIR's records to them
+    ... --replace                # also drop published records RESULTS_DIR lacks (refused without it or --add)
+    ... --reference DIR          # write DIR instead of results/reference
     ... --allow-mixed-builds     # pool rows whose seeds ran on different world builds (the tables say so)
     ... --allow-unclean          # keep records without a clean commit (refused by default)
 
+Publishing never loses records silently: where RESULTS_DIR lacks records that are published (a fresh results
+folder on a new machine, a mistyped path), the replacement is refused, naming them, unless --add or --replace.
 Published records come from a clean tree: a record whose `provenance.git_dirty` is not false (a dirty tree, or a
 record older than that field) or that has no `git_commit` is refused, naming it, unless --allow-unclean.
 
@@ -69,27 +73,46 @@ def publish_search(search: Path, target: Path) -> None:
         src.backup(dst)
 
 
-def main() -> None:
-    flags = {"--add", "--allow-mixed-builds", "--allow-unclean"}
-    given = set(sys.argv[1:]) & flags
-    args = [a for a in sys.argv[1:] if a not in flags]
-    source = Path(args[0] if args else "results")
-    ref = Path(__file__).resolve().parents[1] / "results" / "reference"
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("results", nargs="?", default="results", type=Path, help="the results folder (default results)")
+    ap.add_argument("--add", action="store_true", help="add RESULTS_DIR's records to the published ones")
+    ap.add_argument("--replace", action="store_true", help="replace the published records even where RESULTS_DIR "
+                    "lacks some of them (they are dropped)")
+    ap.add_argument("--allow-mixed-builds", action="store_true")
+    ap.add_argument("--allow-unclean", action="store_true")
+    ap.add_argument("--reference", type=Path, default=Path(__file__).resolve().parents[1] / "results" / "reference",
+                    help="the folder to write (default results/reference)")
+    args = ap.parse_args(argv)
+    source, ref = args.results, args.reference
+    if not (source / "records").is_dir():
+        sys.exit(f"error: {source} has no records/ folder, so there is nothing to publish. Name the results folder "
+                 "of the suite (e.g. .venv/bin/python scripts/make_reference.py /path/to/results).")
     records = [r for r in load_records(source) if r["status"] == "complete"]
+    published = {p.parent.name for p in (ref / "records").glob("*/record.json")}
+    dropped = sorted(published - {r["run_id"] for r in records})
+    if dropped and not (args.add or args.replace):
+        sys.exit(f"error: {len(dropped)} published record(s) in {ref / 'records'} are not among the complete records "
+                 f"of {source} ({', '.join(dropped[:5])}{' ...' if len(dropped) > 5 else ''}), and replacing the "
+                 "reference would drop them. A suite resumed on a fresh machine gets them back first "
+                 "(scripts/resume_from_reference.py, or --from-reference on scripts/tiny_seeds.sh); pass --add to "
+                 "keep them beside the new records, or --replace to drop them knowingly (e.g. after a version bump "
+                 "re-ran them under new run ids).")
     bad = unclean(records)
-    if bad and "--allow-unclean" not in given:
+    if bad and not args.allow_unclean:
         sys.exit(f"error: {len(bad)} record(s) in {source} were not made from a clean commit (provenance.git_dirty is "
                  f"not false, or no git_commit): {', '.join(bad[:10])}{' ...' if len(bad) > 10 else ''}. Published "
                  "records come from a clean tree: commit, re-run them (the cache makes unchanged stages cheap), or "
                  "pass --allow-unclean to keep them knowingly.")
-    if "--add" not in given:
+    if not args.add:
         shutil.rmtree(ref / "records", ignore_errors=True)
     for rec in records:
         write_record(ref / "records" / rec["run_id"] / "record.json", slim(rec))
     scratch = ref / ".build"
     shutil.rmtree(scratch, ignore_errors=True)
     shutil.copytree(ref / "records", scratch / "records")
-    write_leaderboard(scratch, allow_mixed_builds="--allow-mixed-builds" in given)
+    write_leaderboard(scratch, allow_mixed_builds=args.allow_mixed_builds)
     for name in KEEP:
         shutil.copy(scratch / name, ref / name)
     for name, marker in (("roc", "roc_summary.csv"), ("roc_aligned", "roc_summary.csv"), ("dispute", "*_raw.csv")):

@@ -7,8 +7,9 @@
 #   3. the worst case per method found by search, with its five-seed re-runs (scripts/tiny_search.sh);
 #   4. ownership disputes: aligned verification, chains, forged / dual / colluding claims, ROC with alignment
 #      (scripts/tiny_disputes.sh);
-#   5. the reference folder, its README and the main README's summary, and the suite's measured cost:
-#      scripts/make_reference.py, scripts/readme_tables.py --write, scripts/suite_cost.py --suite.
+#   5. the reference folder, its README and the main README's summary, and the suite's measured cost
+#      (scripts/publish.sh: make_reference.py, readme_tables.py --write, suite_cost.py --suite, then their test).
+# Hours of CPU may outlive the machine: while it runs, `bash scripts/publish.sh` and a commit keep what is done.
 # Records must come from a clean tree (make_reference.py refuses others): commit before you start.
 #   bash scripts/tiny_reference.sh                   # into results/, then results/reference/
 #   bash scripts/tiny_reference.sh --from-reference  # on a fresh machine, resume the suite from the committed records
@@ -28,6 +29,4 @@ wait "$a"; wait "$b"
 roc --tables-only
 bash scripts/tiny_search.sh
 bash scripts/tiny_disputes.sh
-.venv/bin/python scripts/make_reference.py results
-.venv/bin/python scripts/readme_tables.py --write
-.venv/bin/python scripts/suite_cost.py --suite results --write docs/performance.md
+bash scripts/publish.sh results
