@@ -155,6 +155,15 @@ def detected(ref: Reference, method: str, attack: str) -> str:
     return "no run" if row is None else f"{_int(row['verify/attacked/detected/k'])}/{_int(row['n_seeds'])}"
 
 
+def after(ref: Reference, method: str, attacks: list[tuple[str, str]]) -> str:
+    """'`a` in k/n, `b` in k/n seeds (no run yet: `c`)': detections after each attack (with its note), the attacks
+    not run yet named apart rather than read as 'detected in no run'."""
+    done = [f"`{a}`{note} in {detected(ref, method, a)}" for a, note in attacks if ref.row(method, a) is not None]
+    missing = [f"`{a}`{note}" for a, note in attacks if ref.row(method, a) is None]
+    return (", ".join(done) + " seeds" if done else "no attack yet") + (
+        f" (no run yet: {', '.join(missing)})" if missing else "")
+
+
 def removals(row) -> tuple[int | None, int | None, int | None]:
     """(seeds marked before the attack, removed within the utility budget, removed at all) of a leaderboard row."""
     return tuple(_int(row.get(f"{p}/{k}")) for p, k in
@@ -374,10 +383,9 @@ def claims(ref: Reference) -> str:
         "* **The black-box marks against `trigger_ft`**, which knows their public trigger form: "
         + "; ".join(f"{x} {budget(x, 'trigger_ft')}" for x in ("watermarkdm", "roma", "sleepermark")) + ".")
     out.append(
-        f"* **ActiveMark** is detected after `full_ft` in {detected(ref, 'activemark', 'full_ft')} seeds, `lora_ft` "
-        f"in {detected(ref, 'activemark', 'lora_ft')} and `expressive_ft` (the fine-tune aimed at it) in "
-        f"{detected(ref, 'activemark', 'expressive_ft')}; after `permute` in {detected(ref, 'activemark', 'permute')}. "
-        "Whether its verdict identifies the owner: the ROC section below.")
+        "* **ActiveMark** is detected after " + after(ref, "activemark", [
+            ("full_ft", ""), ("lora_ft", ""), ("expressive_ft", " (the fine-tune aimed at it)"), ("permute", "")]) +
+        ". Whether its verdict identifies the owner: the ROC section below.")
     fired = ref.df[ref.df["false_positives"].fillna(0) > 0]
     out.append(
         "* **False positives on the runs' own nulls** (the base model, and the base model after the same attack): "
