@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from contextlib import closing
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -68,9 +69,9 @@ def publish_search(search: Path, target: Path) -> None:
             (search / "conf" / "attack").glob("*.yaml")):
         if path.is_file():
             shutil.copy(path, target / path.name)
-    with sqlite3.connect(f"file:{search / 'study.db'}?mode=ro", uri=True) as src, \
-            sqlite3.connect(target / "study.db") as dst:
-        src.backup(dst)
+    with closing(sqlite3.connect(f"file:{search / 'study.db'}?mode=ro", uri=True)) as src, \
+            closing(sqlite3.connect(target / "study.db")) as dst:
+        src.backup(dst)  # the connections close on leaving (sqlite3's own context manager only commits)
 
 
 def main(argv: list[str] | None = None) -> None:
