@@ -25,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.cache import atomic_file  # noqa: E402
 from bench.record import load_records, record_path, write_record  # noqa: E402
 
 
@@ -52,10 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     for stored in sorted((args.reference / "search").glob("*/study.db")):
         dest = results / "search" / stored.parent.name / "study.db"
         if not dest.exists():  # a search published part way (or finished) resumes from its storage
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(".study.db.tmp")
-            shutil.copy(stored, tmp)
-            tmp.replace(dest)
+            with atomic_file(dest) as tmp:
+                shutil.copy(stored, tmp)
             searches += 1
     if searches:
         print(f"resume: {searches} search storage(s) copied into {results / 'search'}")

@@ -24,7 +24,7 @@ def published(ref: Path) -> set[str]:
     return {p.parent.name for p in (ref / "records").glob("*/record.json")}
 
 
-def test_publishing_refuses_to_drop_published_records_unless_told(tmp_path, capsys):
+def test_publishing_refuses_to_drop_published_records_unless_told(tmp_path):
     committed = sorted((ROOT / "results" / "reference" / "records").glob("*-full_ft-*/record.json"))[:2]
     assert len(committed) == 2, "the committed reference holds full_ft records"
     both, one = folder_with(tmp_path, "both", committed), folder_with(tmp_path, "one", committed[:1])
