@@ -1,4 +1,10 @@
-"""Distillation: a freshly initialised UNet trained to reproduce the input (teacher) model's noise predictions."""
+"""Distillation: a freshly initialised UNet trained to reproduce the input (teacher) model's noise predictions.
+
+Threat model: the attacker can query the marked model as a black box for its noise predictions (it
+never reads or copies its weights: the student starts from a fresh initialisation), and uses its own
+data (`data.attacker`: captions and images, noised with its own seed). It knows nothing of the method
+or the key; removal is whatever the student does not learn of the teacher.
+"""
 from __future__ import annotations
 
 import torch

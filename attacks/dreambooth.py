@@ -4,6 +4,10 @@ The subject is one caption of the attacker's data (its first item's, unless `sub
 another); its first `n_images` images are trained with the prompt "a <token> <class>", where the
 class is the caption's last word. Prior preservation trains, in the same step, on `n_class_images`
 images the input model itself generates for "a <class>": loss = instance + prior_weight * prior.
+
+Threat model: the attacker holds the marked model's weights and a few images of its own subject
+(from `data.attacker`), plus the class images the model itself generates. It knows nothing of the
+method or the key; it personalises the model as a DreamBooth user would, and removal is a side effect.
 """
 from __future__ import annotations
 

@@ -2,6 +2,10 @@
 
 Checkpoints are the merged model (W + alpha/rank * B A) in the plain UNet layout, so every
 collector reads them like any other attacked UNet.
+
+Threat model: the attacker holds the marked model's weights and its own data (`data.attacker`, as
+full_ft) and adapts the model with LoRA as a user would. It knows nothing of the method or the key;
+removal is a side effect.
 """
 from __future__ import annotations
 

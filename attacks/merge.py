@@ -1,4 +1,9 @@
-"""Model merging: the attacked model's weights interpolated with another model's."""
+"""Model merging: the attacked model's weights interpolated with another model's.
+
+Threat model: the attacker holds the marked model's weights and the public, unmarked base model the
+mark was embedded into (realistic for any mark on a public base); for `partner: finetuned` also its
+own data (`data.attacker`), on which it fine-tunes the base. It knows nothing of the method or the key.
+"""
 from __future__ import annotations
 
 from attacks.base import WeightEdit

@@ -1,4 +1,8 @@
-"""Partial fine-tuning: only chosen UNet blocks (e.g. the decoder, `up_blocks`) trained on the attacker's data."""
+"""Partial fine-tuning: only chosen UNet blocks (e.g. the decoder, `up_blocks`) trained on the attacker's data.
+
+Threat model: as full_ft (the marked model's weights and the attacker's own data, nothing of the
+method or the key), with only the chosen blocks trained.
+"""
 from __future__ import annotations
 
 from attacks.full_ft import FullFineTune

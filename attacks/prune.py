@@ -1,4 +1,8 @@
-"""Global magnitude pruning: the smallest-magnitude conv/linear weights of the whole UNet set to zero."""
+"""Global magnitude pruning: the smallest-magnitude conv/linear weights of the whole UNet set to zero.
+
+Threat model: the attacker holds the marked model's weights and nothing else: no data, no training,
+nothing of the method or the key.
+"""
 from __future__ import annotations
 
 import torch
@@ -15,10 +19,11 @@ class MagnitudePrune(WeightEdit):
     budget_label = "sparsity"
     unattacked = 0.0
 
-    def __init__(self, sparsities=(0.1, 0.3, 0.5, 0.7, 0.9)):
+    def __init__(self, sparsities=(0.1, 0.3, 0.4, 0.5, 0.7, 0.9)):
         bad = [s for s in sparsities if not 0 <= s < 1]
         require(not bad, f"attack.sparsities must lie in [0, 1) (got {bad} in {list(sparsities)}); a sparsity is "
-                         "the fraction of weights zeroed, e.g. [0.1, 0.3, 0.5, 0.7, 0.9].")
+                         "the fraction of weights zeroed, e.g. [0.1, 0.3, 0.4, 0.5, 0.7, 0.9] "
+                         "(conf/attack/prune.yaml).")
         super().__init__([float(s) for s in sparsities], "sparsities")
 
     def edit(self, world, unet, value) -> None:

@@ -1,4 +1,8 @@
-"""Quantisation round trip: weights stored in a lower precision and read back as fp32."""
+"""Quantisation round trip: weights stored in a lower precision and read back as fp32.
+
+Threat model: the attacker holds the marked model's weights and nothing else: no data, no training,
+nothing of the method or the key. It stores and shares the model in a common lower precision.
+"""
 from __future__ import annotations
 
 import torch

@@ -116,6 +116,10 @@ def main(argv: list[str] | None = None) -> None:
     write_leaderboard(scratch, allow_mixed_builds=args.allow_mixed_builds)
     for name in KEEP:
         shutil.copy(scratch / name, ref / name)
+    for old in ref.glob("tradeoff_*.png"):  # strength against utility beside the uninformed line, per method
+        old.unlink()
+    for figure in scratch.glob("tradeoff_*.png"):
+        shutil.copy(figure, ref / figure.name)
     for name, marker in (("roc", "roc_summary.csv"), ("roc_aligned", "roc_summary.csv"), ("dispute", "*_raw.csv")):
         if list((source / name).glob(marker)):  # ROC with and without alignment, disputes (their models stay in the cache)
             shutil.rmtree(ref / name, ignore_errors=True)

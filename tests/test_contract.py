@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import sys
 import textwrap
+from itertools import takewhile
 from types import SimpleNamespace
 
 import pytest
@@ -176,6 +179,7 @@ def check_attack_schedule(name: str, world, source, tmp_path, *overrides: str) -
     node = compose_cfg([*SHRINK, f"attack={name}", *overrides, *small]).attack
     attack = build(node, "attack")
     assert isinstance(attack, Attack) and isinstance(attack.name, str) and isinstance(attack.budget_label, str)
+    check_threat_model(attack)
     refs, built = attack_stage(Cache(tmp_path), world, source, attack, OmegaConf.to_container(node, resolve=True))
     budgets = [attack.budget(c) for c in attack.checkpoints]
     assert built and [r.step for r in refs] == attack.checkpoints and attack.checkpoints[0] == 0
@@ -193,6 +197,14 @@ def check_attack_schedule(name: str, world, source, tmp_path, *overrides: str) -
     else:
         final = read_weights(refs[-1].weights)
         assert any(not torch.equal(final[k], source[k]) for k in source), f"{name} left the weights as they were"
+
+
+def check_threat_model(attack: Attack) -> None:
+    """The attack's own module docstring states its threat model: a paragraph starting "Threat model" (what the
+    attacker knows and which data it uses; `attacks.chain.threat_model` reads it for a chain's links)."""
+    doc = sys.modules[type(attack).__module__].__doc__ or ""
+    assert any(p.strip().startswith("Threat model") for p in doc.split("\n\n")), \
+        f"{type(attack).__module__}'s docstring states no threat model (a paragraph starting 'Threat model')"
 
 
 def candidates(value) -> list:
@@ -312,6 +324,19 @@ def test_every_attack_is_configured():
             "merge", "permute", "trigger_ft", "lazy_ft", "expressive_ft"} <= set(ATTACKS)
 
 
+def test_every_attack_has_a_row_in_the_threat_model_table_and_the_readme():
+    """docs/methods.md's threat-model table and the README's attack table name every configured attack."""
+    def named(text: str, start: str) -> set[str]:
+        lines = text.split(start, 1)[1].splitlines()
+        lines = lines[next(i for i, line in enumerate(lines) if line.startswith("|")):]  # the first table after it
+        rows = list(takewhile(lambda line: line.startswith("|"), lines))
+        return {n for row in rows if row.startswith("| `") for n in re.findall(r"`(\w+)`", row.split(" | ")[0])}
+    docs = named((CONF.parent / "docs" / "methods.md").read_text(), "## Attacks: threat models")
+    readme = named((CONF.parent / "README.md").read_text(), "| attack | what |")
+    assert set(ATTACKS) - {"none"} <= docs, set(ATTACKS) - {"none"} - docs
+    assert set(ATTACKS) <= readme, set(ATTACKS) - readme
+
+
 # ---------------------------------------------------------------- every configured collector
 
 def collector_targets() -> list[str]:
@@ -416,7 +441,10 @@ class ToyMark(WatermarkMethod):
 '''
 
 TOY_ATTACK = '''
-"""A throwaway weight edit: every weight scaled by each factor of a budget list."""
+"""A throwaway weight edit: every weight scaled by each factor of a budget list.
+
+Threat model: the marked model's weights only; no data, nothing of the method or the key.
+"""
 import torch
 
 from attacks.base import WeightEdit

@@ -1,5 +1,6 @@
 """The leaderboard: one row per configuration (never per class name), statistics over seeds computed the
-way the docs say (t intervals, Clopper-Pearson, Fisher, Kaplan-Meier), failed runs kept, bad input refused."""
+way the docs say (t intervals, Clopper-Pearson, Fisher, interval-censored removal), failed runs kept, bad input
+refused."""
 from __future__ import annotations
 
 import json

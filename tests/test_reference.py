@@ -30,6 +30,8 @@ def test_reaggregating_the_reference_records_reproduces_the_committed_tables(tmp
     assert (tmp_path / "leaderboard.md").read_text() == (REF / "leaderboard.md").read_text()
     assert json.loads((tmp_path / "leaderboard_meta.json").read_text()) == json.loads(
         (REF / "leaderboard_meta.json").read_text())
+    # the strength-against-utility figures are the leaderboard's, one per method the records hold
+    assert {p.name for p in tmp_path.glob("tradeoff_*.png")} == {p.name for p in REF.glob("tradeoff_*.png")}
 
 
 def _readme_tables():

@@ -5,8 +5,8 @@
 Reads every `record.json` under `<RESULTS_DIR>/records` (failed runs included) and writes into
 RESULTS_DIR: `leaderboard.csv` (one row per configuration, every metric's statistics over seeds:
 `bench.analysis.aggregate`), `leaderboard.md` (the headline metrics as mean ± 95% half-width, with ↑/↓
-for the better direction), `survival.md` (attacks x methods: removal as a Kaplan-Meier median
-over seeds with its interval, and the attacker's utility), `robustness_<model>_<attack>.png` and
+for the better direction), `survival.md` (attacks x methods: removal as an interval-censored median
+over seeds with its order-statistic interval, and the attacker's utility), `robustness_<model>_<attack>.png` and
 `lmc_<model>_<attack>.png` (`bench.analysis.plots`), `report.html` (all of it on one self-contained page, with
 sample grids and each run's config: `bench.analysis.report`); and logs the leaderboard to wandb when the
 newest record's run used `logger=wandb`.

@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import LogFormatter  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.analysis.aggregate import group_records  # noqa: E402
@@ -173,6 +174,8 @@ def plot_tradeoff(records: list[dict], out_dir: Path) -> list[Path]:
             ax.axvline(budget, color="red", lw=0.9, ls=":", label=f"utility budget (owner loss x{budget:g})")
         ax.axhline(0.5, color="grey", lw=0.8, ls="--")
         ax.set_xscale("log")
+        for axis_formatter in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+            axis_formatter(LogFormatter(labelOnlyBase=False))  # 1.2, not 1.2 x 10^0 (minor labels where they fit)
         ax.set(xlabel="owner-domain loss / watermarked model's (log)", ylabel="bit accuracy / verification rate",
                ylim=(0, 1.05), title=textwrap.shorten(f"{model} / {data}: {method}, strength against utility", 70,
                                                       placeholder="…"))

@@ -104,9 +104,10 @@ def markdown(df: pd.DataFrame, directions: dict) -> str:
 
 
 def survival_matrix(records: list[dict]) -> pd.DataFrame:
-    """Attacks x methods, per model / data / metric settings: the removal over seeds (Kaplan-Meier median and
-    interval in the attack's budget units), the removal within the utility budget (relative to the watermarked model;
-    the count against the base model beside it, where records have it), and the attacker's utility
+    """Attacks x methods, per model / data / metric settings: the removal over seeds (interval-censored median
+    and its order-statistic interval in the attack's budget units), the removal within the utility budget
+    (relative to the watermarked model; the count against the base model beside it, where records have it), and
+    the attacker's utility
     at the last checkpoint (owner-domain loss ratio, attacker gain, FID change) as means over seeds."""
     cells = group_records(records, ("model", "data", "metrics", "attack", "method"),
                           lambda r: r["status"] == "complete" and "removal/event" in r.get("metrics", {}))

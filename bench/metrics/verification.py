@@ -13,7 +13,7 @@ the matched units' mean activation correlation, seconds). Verifiers that read on
 Both are point readings of a censored quantity: `removal/lower`, `removal/upper` and
 `removal/event` store it as an interval, (last checkpoint detected, first checkpoint not
 detected], or right-censored at the last checkpoint when the mark survives; the leaderboard
-estimates medians over seeds from these with Kaplan-Meier (`bench.analysis.survival`).
+estimates medians over seeds from these as interval-censored data (`bench.analysis.survival`).
 """
 from __future__ import annotations
 
