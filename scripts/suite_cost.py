@@ -24,7 +24,8 @@ Prints the side-by-side runs and the totals; `--write` puts them into the file b
     .venv/bin/python scripts/suite_cost.py --suite RESULTS_DIR [--write docs/performance.md]
 
 measures instead of modelling: the suite's own records (`suite_cell`: every method x attack at its defaults on the
-tiny world, seeds 0 to `--seeds` - 1) give each attack's seconds per cell (the attack on the watermarked model, its
+tiny world, seeds 0 to `--seeds` - 1) give each attack's seconds per cell (CPU seconds, `cpu_seconds`, where a
+record has them: a pause or a shared core does not inflate those; wall-clock seconds otherwise) (the attack on the watermarked model, its
 evaluation: median over the cells done, with their range), the null attack once per (attack, seed) and each
 embedding once per (method, seed), as built. The core-hours spent so far are summed from the records; the projection
 adds, for each cell not yet run, its attack's median (method none's: the evaluation's only, its attack being the null
@@ -168,11 +169,15 @@ def measured(records: list[dict], methods: list[str], attacks: list[str], seeds:
     """The suite's cost from its own records: per attack, per cell seconds; spent and projected core-hours."""
     h = lambda s: s / 3600  # noqa: E731
     cells, nulls, embeds = {}, defaultdict(float), {}
+    with_cpu = 0
     for r in records:
         t = r["timings"]
-        null = t["attack"].get("null_seconds") or 0.0
-        cells[r["method"], r["attack"], r["seed"]] = {"attack": t["attack"]["seconds"] - null,
-                                                      "evaluate": t["evaluate"]["seconds"]}
+        cpu = all("cpu_seconds" in t[s] for s in ("attack", "evaluate"))  # CPU time where the record has it
+        with_cpu += cpu
+        secs, null_secs = ("cpu_seconds", "null_cpu_seconds") if cpu else ("seconds", "null_seconds")
+        null = t["attack"].get(null_secs) or 0.0
+        cells[r["method"], r["attack"], r["seed"]] = {"attack": t["attack"][secs] - null,
+                                                      "evaluate": t["evaluate"][secs]}
         nulls[r["attack"], r["seed"]] = max(nulls[r["attack"], r["seed"]], null)  # built once, read by the others
         e = (r["metrics"].get("embed_seconds") or {}).get("value")
         if e is not None:
@@ -209,8 +214,9 @@ def measured(records: list[dict], methods: list[str], attacks: list[str], seeds:
                  "embedding at the median embedding."
                  if not unknown else f"No projection: {', '.join(f'`{a}`' for a in unknown)} ha"
                  f"{'s' if len(unknown) == 1 else 've'} no run yet.")
-              + " Some of these runs shared the two cores with other jobs (tests, searches), which makes their "
-              "seconds an overstatement of a quiet machine's."]
+              + f" {with_cpu} of the {len(cells)} runs record their stages' CPU seconds, which neither a pause nor "
+              "sharing the cores inflates, and are counted by them; the others by wall-clock seconds, an overstatement "
+              "where they shared the two cores with other jobs (tests, searches) or were paused."]
     return "\n".join(lines) + "\n"
 
 

@@ -56,12 +56,15 @@ def test_suite_cost_from_the_suites_records_sums_and_projects_by_hand(tmp_path):
     sys.path.insert(0, str(ROOT / "scripts"))
     import suite_cost
 
-    def write(name, method, attack, seed, attack_s, null_s, eval_s, embed_s, metrics="default"):
+    def write(name, method, attack, seed, attack_s, null_s, eval_s, embed_s, metrics="default", paused=None):
         labels = {"model": "tiny", "data": "tiny", "method": method, "attack": attack, "metrics": metrics}
+        timings = {"attack": {"seconds": attack_s + null_s, "null_seconds": null_s}, "evaluate": {"seconds": eval_s}}
+        if paused:  # a run with CPU seconds whose wall clock a pause stretched `paused` times: counted by CPU
+            timings = {"attack": {"cpu_seconds": attack_s + null_s, "null_cpu_seconds": null_s,
+                                  "seconds": paused * (attack_s + null_s), "null_seconds": paused * null_s},
+                       "evaluate": {"cpu_seconds": eval_s, "seconds": paused * eval_s}}
         rec = {"status": "complete", "method": method, "attack": attack, "seed": seed, "identity": {"labels": labels},
-               "metrics": {"embed_seconds": {"value": embed_s}},
-               "timings": {"attack": {"seconds": attack_s + null_s, "null_seconds": null_s},
-                           "evaluate": {"seconds": eval_s}}}
+               "metrics": {"embed_seconds": {"value": embed_s}}, "timings": timings}
         (tmp_path / "records" / name).mkdir(parents=True)
         (tmp_path / "records" / name / "record.json").write_text(json.dumps(rec))
 
@@ -69,7 +72,7 @@ def test_suite_cost_from_the_suites_records_sums_and_projects_by_hand(tmp_path):
     write("a", "aiao", "full_ft", 0, 100 * k, 60 * k, 50 * k, 300 * k)
     write("b", "roma", "full_ft", 0, 200 * k, 0.5, 70 * k, 500 * k)  # the null attack was built by run a
     write("n", "none", "full_ft", 0, 0.5, 0.0, 30 * k, None)  # its "marked" model is the base: the null, cached
-    write("c", "aiao", "prune", 0, 1 * k, 0.2, 40 * k, 300 * k)
+    write("c", "aiao", "prune", 0, 1 * k, 0.2, 40 * k, 300 * k, paused=10)
     write("d", "aiao", "full_ft", 0, 999 * k, 0.0, 999 * k, 300 * k, metrics="default[fid.n_images=8]")
     records, methods, attacks = suite_cost.suite_records(tmp_path, seeds=1)
     assert sorted(r["method"] + r["attack"] for r in records) == ["aiaofull_ft", "aiaoprune", "nonefull_ft",
@@ -80,4 +83,5 @@ def test_suite_cost_from_the_suites_records_sums_and_projects_by_hand(tmp_path):
     assert f"Done: 4 runs, {spent / 3600:.1f} core-hours" in text
     assert f"Projected whole suite: {(spent + missing) / 3600:.1f} core-hours" in text
     assert "| `full_ft` | 3 | 5400 [3600, 7200] | 1800 [1080, 2520] | 2160 |" in text  # none left out of the attack
+    assert "1 of the 4 runs record their stages' CPU seconds" in text
     assert "No projection" in suite_cost.measured(records, ["aiao", "roma"], ["full_ft", "prune", "noise"], seeds=1)
