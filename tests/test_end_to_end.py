@@ -51,9 +51,9 @@ def test_record_has_verdicts_and_all_metrics(first_run, shared_cache):
         prints.add(digest.hexdigest()[:16])
     assert rec["provenance"]["world_fingerprint"] in prints
     assert set(rec["timings"]) == {"world", "embed", "attack", "evaluate"}
-    # each stage's CPU time beside its wall time (suite_cost counts by it); one thread: never more CPU than wall + slack
+    # each stage's CPU time (all the run's threads: core-seconds) beside its wall time; suite_cost counts by it
     for stage in rec["timings"].values():
-        assert 0 <= stage["cpu_seconds"] <= stage["seconds"] * 1.5 + 1, stage
+        assert 0 <= stage["cpu_seconds"] <= stage["seconds"] * (os.cpu_count() or 1) + 1, stage
     assert 0 < rec["timings"]["evaluate"]["cpu_seconds"] and "null_cpu_seconds" in rec["timings"]["attack"]
 
 
