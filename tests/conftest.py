@@ -1,6 +1,7 @@
 """Session fixtures. All tests share one content-addressed cache, so the micro world is built once."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -8,8 +9,14 @@ import pytest
 
 @pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory) -> Path:
-    """One cache for the whole session: stages built by one test are reused by the others."""
-    return tmp_path_factory.mktemp("cache")
+    """One cache for the whole session: stages built by one test are reused by the others. Under pytest-xdist
+    (scripts/test.sh runs one worker per core) the workers share it too: the harness's per-artifact file locks make
+    the first worker to need a stage build it while the others wait, as the suite's two workers do."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return tmp_path_factory.mktemp("cache")
+    shared = tmp_path_factory.getbasetemp().parent / "cache"  # the session's folder, above each worker's own
+    shared.mkdir(exist_ok=True)
+    return shared
 
 
 
