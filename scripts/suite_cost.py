@@ -179,9 +179,12 @@ def measured(records: list[dict], methods: list[str], attacks: list[str], seeds:
         cells[r["method"], r["attack"], r["seed"]] = {"attack": t["attack"][secs] - null,
                                                       "evaluate": t["evaluate"][secs]}
         nulls[r["attack"], r["seed"]] = max(nulls[r["attack"], r["seed"]], null)  # built once, read by the others
-        e = (r["metrics"].get("embed_seconds") or {}).get("value")
-        if e is not None:
-            embeds[r["method"], r["seed"]] = e
+        e = (r["metrics"].get("embed_seconds") or {}).get("value")  # wall seconds of the embedding, wherever built
+        embed = t.get("embed", {})
+        if embed.get("built") and "cpu_seconds" in embed:  # this run built it: its CPU seconds
+            embeds[r["method"], r["seed"]] = embed["cpu_seconds"]
+        elif e is not None:
+            embeds.setdefault((r["method"], r["seed"]), e)
     lines = [f"| attack | cells done (of {len(methods) * seeds}) | attack on the marked model (s): median [min, max], method none left out | "
              "evaluate (s): median [min, max] | null attack per seed (s): median |", "|---|---|---|---|---|"]
     spent = sum(c["attack"] + c["evaluate"] for c in cells.values()) + sum(nulls.values()) + sum(embeds.values())
@@ -214,7 +217,8 @@ def measured(records: list[dict], methods: list[str], attacks: list[str], seeds:
                  "embedding at the median embedding."
                  if not unknown else f"No projection: {', '.join(f'`{a}`' for a in unknown)} ha"
                  f"{'s' if len(unknown) == 1 else 've'} no run yet.")
-              + f" {with_cpu} of the {len(cells)} runs record their stages' CPU seconds, which neither a pause nor "
+              + f" {with_cpu} of the {len(cells)} runs record their stages' CPU seconds (and the embeddings they built), "
+              "which neither a pause nor "
               "sharing the cores inflates, and are counted by them; the others by wall-clock seconds, an overstatement "
               "where they shared the two cores with other jobs (tests, searches) or were paused."]
     return "\n".join(lines) + "\n"

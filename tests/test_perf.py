@@ -59,17 +59,20 @@ def test_suite_cost_from_the_suites_records_sums_and_projects_by_hand(tmp_path):
     def write(name, method, attack, seed, attack_s, null_s, eval_s, embed_s, metrics="default", paused=None):
         labels = {"model": "tiny", "data": "tiny", "method": method, "attack": attack, "metrics": metrics}
         timings = {"attack": {"seconds": attack_s + null_s, "null_seconds": null_s}, "evaluate": {"seconds": eval_s}}
-        if paused:  # a run with CPU seconds whose wall clock a pause stretched `paused` times: counted by CPU
+        if paused:  # a run with CPU seconds whose wall clock a pause stretched `paused` times: counted by CPU, its
+            # embedding (built by this run) too
             timings = {"attack": {"cpu_seconds": attack_s + null_s, "null_cpu_seconds": null_s,
                                   "seconds": paused * (attack_s + null_s), "null_seconds": paused * null_s},
-                       "evaluate": {"cpu_seconds": eval_s, "seconds": paused * eval_s}}
+                       "evaluate": {"cpu_seconds": eval_s, "seconds": paused * eval_s},
+                       "embed": {"built": True, "cpu_seconds": embed_s, "seconds": paused * embed_s}}
         rec = {"status": "complete", "method": method, "attack": attack, "seed": seed, "identity": {"labels": labels},
-               "metrics": {"embed_seconds": {"value": embed_s}}, "timings": timings}
+               "metrics": {"embed_seconds": {"value": paused * embed_s if paused else embed_s}}, "timings": timings}
         (tmp_path / "records" / name).mkdir(parents=True)
         (tmp_path / "records" / name / "record.json").write_text(json.dumps(rec))
 
     k = 36.0  # seconds large enough that a tenth of a core-hour tells the sums apart
-    write("a", "aiao", "full_ft", 0, 100 * k, 60 * k, 50 * k, 300 * k)
+    # aiao's seed-0 embedding: 300 k CPU s stretched to 3,000 k wall s by a pause; run c built it and has the CPU seconds
+    write("a", "aiao", "full_ft", 0, 100 * k, 60 * k, 50 * k, 3000 * k)
     write("b", "roma", "full_ft", 0, 200 * k, 0.5, 70 * k, 500 * k)  # the null attack was built by run a
     write("n", "none", "full_ft", 0, 0.5, 0.0, 30 * k, None)  # its "marked" model is the base: the null, cached
     write("c", "aiao", "prune", 0, 1 * k, 0.2, 40 * k, 300 * k, paused=10)
