@@ -5,8 +5,8 @@
 # evenly and none is done twice. Jobs share results/cache (a file lock per artifact), so each embedding and
 # null attack is built once; a killed run resumes from its cached stages. Extra arguments are passed to every
 # `python -m bench`. The suite runs one attack at a time, every method x seed of it (a column of the tables), the
-# README's headline attacks first (FIRST below), then the other conf/attack/ files: a suite stopped half way
-# leaves whole columns to publish, not scattered cells.
+# README's headline attacks and the cheap weight edits first (FIRST below), then the other conf/attack/ files: a
+# suite stopped half way leaves whole columns to publish, not scattered cells.
 #   bash scripts/tiny_seeds.sh                       # the README's tables (hours of CPU)
 #   bash scripts/tiny_seeds.sh paths.results_dir=/tmp/r
 #   bash scripts/tiny_seeds.sh --from-reference      # on a fresh machine: first copy the committed records of the
@@ -20,7 +20,9 @@ bash scripts/setup.sh
 METHODS=""
 for f in conf/method/*.yaml; do m=$(basename "$f" .yaml); [ "$m" = none ] || METHODS="$METHODS$m,"; done
 METHODS="${METHODS}none"
-FIRST="full_ft lora_ft trigger_ft permute merge"
+# then the other weight edits: no training, so whole columns land fast, and `noise` is the uninformed-degradation
+# line the strength-against-utility figures draw
+FIRST="full_ft lora_ft trigger_ft permute merge noise prune quantize"
 ATTACKS="$FIRST"
 for f in conf/attack/*.yaml; do a=$(basename "$f" .yaml); [ "$a" = none ] || [[ " $FIRST " == *" $a "* ]] || ATTACKS="$ATTACKS $a"; done
 worker() {  # worker NAME ATTACK: one column of the suite (conf/experiment/tiny_suite.yaml) at the five seeds,
