@@ -24,9 +24,9 @@ Prints the side-by-side runs and the totals; `--write` puts them into the file b
     .venv/bin/python scripts/suite_cost.py --suite RESULTS_DIR [--write docs/performance.md]
 
 measures instead of modelling: the suite's own records (`suite_cell`: every method x attack at its defaults on the
-tiny world, seeds 0 to `--seeds` - 1) give each attack's seconds per cell (CPU seconds, `cpu_seconds`, where a
-record has them: a pause or a shared core does not inflate those; wall-clock seconds otherwise) (the attack on the watermarked model, its
-evaluation: median over the cells done, with their range), the null attack once per (attack, seed) and each
+tiny world, seeds 0 to `--seeds` - 1) give each attack's seconds per cell (the attack on the watermarked model, its
+evaluation: median over the cells done, with their range; CPU seconds where a record has them, which a pause or a
+shared core does not inflate, wall-clock seconds otherwise), the null attack once per (attack, seed) and each
 embedding once per (method, seed), as built. The core-hours spent so far are summed from the records; the projection
 adds, for each cell not yet run, its attack's median (method none's: the evaluation's only, its attack being the null
 attack; no figure where the attack has no cell yet). `--write` fills the `<!-- suite-records: ... -->`
