@@ -200,21 +200,23 @@ def search_budgets(ref: Reference) -> dict[str, int]:
 
 
 def overview(ref: Reference) -> str:
-    """Methods x attacks: does the mark survive? (the summary table of both files). Attacks exported by
-    `bench.tools.search` (`<family>_worst_<method>`) share one last column: each method's worst case per family, with
-    the search's N, beside the hand-set defaults."""
+    """Attacks x methods: does the mark survive? (the summary table of both files). One row per attack, the training
+    attacks (checkpoints at optimiser steps) first, then those whose checkpoints are values of another budget (weight
+    edits, chains), each with that unit. Attacks exported by `bench.tools.search` (`<family>_worst_<method>`) share
+    one last row: each method's worst case per family, with the search's N, beside the hand-set defaults."""
     worst = sorted(a for a in ref.df.attack.unique() if WORST.match(a))
-    attacks = sorted(a for a in ref.df.attack.unique() if a != "none" and a not in worst)
+    units = {a: budget_unit(ref.records, a) for a in ref.df.attack.unique() if a != "none" and a not in worst}
+    attacks = sorted(units, key=lambda a: (units[a] != "step", a))
     methods = sorted(m for m in ref.df.method.unique() if m != "none")
-    heads = [f"`{a}`" for a in attacks] + (["best found by search (N trials)"] if worst else [])
-    lines = ["| method | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
-    budgets = search_budgets(ref) if worst else {}
-    for m in methods:
-        cells = [verdict(ref.row(m, a)) for a in attacks]
-        if worst:
-            cells.append("; ".join(searched(ref, m, a, budgets) for a in worst
-                                   if WORST.match(a)["method"] == m and ref.row(m, a) is not None))
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines = ["| attack | checkpoints at | " + " | ".join(methods) + " |", "|---" * (len(methods) + 2) + "|"]
+    for a in attacks:
+        unit = "each link's budget" if ":" in units[a] else units[a]
+        lines.append(f"| `{a}` | {unit} | " + " | ".join(verdict(ref.row(m, a)) for m in methods) + " |")
+    if worst:
+        budgets = search_budgets(ref)
+        cells = ["; ".join(searched(ref, m, a, budgets) for a in worst
+                           if WORST.match(a)["method"] == m and ref.row(m, a) is not None) for m in methods]
+        lines.append("| best found by search (N trials) | its family's | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -282,7 +284,7 @@ def world_paragraph(ref: Reference) -> str:
             f"fingerprint `{next(iter(prints))}`), {trees} "
             f"(each record names its own). The five-seed suite (`bash scripts/tiny_seeds.sh`: {n_methods} methods × "
             f"{n_attacks} attacks × 5 seeds) has **{done} of its {total} runs** here"
-            + (": a blank cell is not run yet, and a row with fewer than five seeds is still running."
+            + (": a row with fewer than five seeds is still running."
                if done < total else "."))
 
 
@@ -290,7 +292,8 @@ def summary(ref: Reference) -> str:
     """README.md's block: the survival overview and a link to the report."""
     return (f"The committed tiny-world reference results. {world_paragraph(ref)} A cell counts the seeds in which the "
             "attack removed the mark while the attacker's model stayed within its utility budget at that checkpoint "
-            "(and at all); blank: not run.\n\n"
+            "(and at all); blank: not run. The training attacks come first (their checkpoints are optimiser steps), "
+            "then the attacks whose checkpoints are values of another budget.\n\n"
             f"{overview(ref)}\n\n"
             f"Every table with its intervals, the survival and ROC figures, and the papers' claims read against "
             f"them: **[{REPORT}]({REPORT})**.\n")

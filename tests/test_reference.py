@@ -142,13 +142,15 @@ def test_a_search_weaker_than_the_hand_set_attack_says_so_at_a_glance(tmp_path):
     def table(handset):
         rows = {("roma", "full_ft"): handset, ("roma", "full_ft_worst_roma"): row(5, 0, 0)}
         df = pd.DataFrame([{"method": m, "attack": a} for m, a in rows])
-        return readme_tables.overview(SimpleNamespace(folder=tmp_path, df=df, row=lambda m, a: rows.get((m, a))))
+        return readme_tables.overview(SimpleNamespace(folder=tmp_path, df=df, records=[],
+                                                      row=lambda m, a: rows.get((m, a))))
 
     stronger = table(row(5, 3, 5)).splitlines()[-1]
     assert stronger.endswith("| `full_ft` (N=12): survives 5/5; weaker than the hand-set `full_ft`, which removed 3/5 "
                              "in budget |")
     assert table(row(5, 0, 4)).splitlines()[-1].endswith("| `full_ft` (N=12): survives 5/5 |")
-    assert table(row(5, 3, 5)).splitlines()[0].endswith("| best found by search (N trials) |")
+    assert table(row(5, 3, 5)).splitlines()[0] == "| attack | checkpoints at | roma |"
+    assert table(row(5, 3, 5)).splitlines()[-1].startswith("| best found by search (N trials) |")
 
 
 def test_the_roc_section_says_whether_it_measured_the_records_own_models():
