@@ -363,7 +363,8 @@ def claims(ref: Reference) -> str:
         f"{detected(ref, 'aiao', 'lora_ft')}; WatermarkDM in {detected(ref, 'watermarkdm', 'full_ft')} and "
         f"{detected(ref, 'watermarkdm', 'lora_ft')}. AIAO's attacked model is within the utility budget at the last "
         f"checkpoint in {useful('aiao', 'full_ft')} (`full_ft`) and {useful('aiao', 'lora_ft')} (`lora_ft`), "
-        f"and {permute}.")
+        f"and {permute}. It is detected after " + after(ref, "aiao", [
+            ("lazy_ft", " (the fine-tune aimed at its lazy layers)"), ("partial_ft", "")]) + ".")
     r = ref.setting("method", "r")  # RoMa's radius (only RoMa's config has one)
     excluded = [a for a, x in ref.ratios.items() if x["ci_high"] < PAPER_ROMA_RATIO]
     kept = [a for a in ref.ratios if a not in excluded]
