@@ -439,6 +439,20 @@ def roc_models(ref: Reference) -> str:
             "other seeds). `python -m bench.tools.roc results` on the records' results folder measures it again.")
 
 
+def roc_attacks(ref: Reference) -> tuple[list[str], list[str]]:
+    """(the attacks whose final checkpoints the ROC verified, the records' other attacks): from roc_summary's
+    `attacks` column (the records' attacks where the column predates `--attack`). Where the ROC measured other
+    models than the records' (roc_models), the records' attacks say nothing about it: no attack is 'left out'."""
+    ran = sorted({r["identity"]["labels"]["attack"] for r in ref.records if len(r["models"]["checkpoints"]) > 1})
+    if "attacks" not in ref.roc_summary:
+        return ran, []
+    measured = sorted({a for cell in ref.roc_summary.attacks.dropna() for a in str(cell).split(", ") if a != "none"})
+    ours = {r["models"]["watermarked"]["address"] for r in ref.records}
+    if not {a for df in ref.scores.values() for a in df[df.role == "watermarked"].model} <= ours:
+        return measured, []
+    return measured, [a for a in ran if a not in measured]
+
+
 def roc(ref: Reference) -> str:
     """The ROC / false-positive section, from the committed CSVs of `python -m bench.tools.roc`."""
     if not ref.roc:
@@ -448,13 +462,18 @@ def roc(ref: Reference) -> str:
     first = next(iter(ref.scores.values()))
     n_indep, n_other = (first[first.role == k].model.nunique() for k in ("independent", "other-world"))
     n_keys = int(kinds.n_keys.max())
+    measured, left = roc_attacks(ref)
+    flags = "".join(f" --attack {a}" for a in measured) if left else ""
     lines = [
         "## False positives and ROC on models that never saw the key\n",
         f"From `roc/`, the output of `python -m bench.tools.roc results --independent {n_indep} "
-        f"--other-worlds {n_other}` on the records' models (a snapshot: its null models live in a cache, not in "
+        f"--other-worlds {n_other}{flags}` on the records' models (a snapshot: its null models live in a cache, not in "
         "records, so no test recomputes these CSVs; this section is generated from them). "
         f"{n_keys} keys per method (the seeds' embeddings). Each key is verified on:",
-        "* its own watermarked model and attacked models (the positives);",
+        f"* its own watermarked model and its final checkpoint after each of {len(measured)} attacks "
+        f"({', '.join(f'`{a}`' for a in measured)}) (the positives)"
+        + (f"; the records' other {len(left)} attacks ({', '.join(f'`{a}`' for a in left)}) are left out: their "
+           "checkpoints were not in the measuring machine's cache (`--attack`)" if left else "") + ";",
         "* the other keys' marked models and their attacked models (**cross-key**: marked, by another owner);",
         f"* {n_indep} UNets trained from scratch on the world's data with other initialisations, each also after "
         f"`full_ft` and `distill` (final and halfway checkpoints), and {n_other} world{'s' * (n_other != 1)} "

@@ -42,7 +42,9 @@ OMP_NUM_THREADS=1 dispute --method roma --method watermarkdm --method activemark
 wait "$a"; wait "$b"
 OMP_NUM_THREADS=2 dispute
 # ROC with alignment: one method per worker (the null models are the unaligned ROC's, already cached), then the tables
-roc() { .venv/bin/python -m bench.tools.roc "$RESULTS" --align "$@"; }
+ROC_ARGS=()  # ROC_ATTACKS: as in scripts/tiny_reference.sh
+for a in ${ROC_ATTACKS:-}; do ROC_ARGS+=(--attack "$a"); done
+roc() { .venv/bin/python -m bench.tools.roc "$RESULTS" --align "${ROC_ARGS[@]}" "$@"; }
 OMP_NUM_THREADS=1 roc --method aiao > "${TMPDIR:-/tmp}/tiny_roc_align_a.log" 2>&1 & a=$!
 OMP_NUM_THREADS=1 roc --method activemark > "${TMPDIR:-/tmp}/tiny_roc_align_b.log" 2>&1 & b=$!
 wait "$a"; wait "$b"

@@ -21,7 +21,11 @@ if [ "${1:-}" = "--from-reference" ]; then FROM=(--from-reference); fi
 bash scripts/tiny_seeds.sh "${FROM[@]}"
 # ROC: the null models are built once (two threads, with WatermarkDM's verifications), then the other methods'
 # verifications in two one-thread workers (each writes roc/<model>_<method>.csv), then the tables from all of them
-roc() { .venv/bin/python -m bench.tools.roc results "$@"; }
+# ROC_ATTACKS="permute merge ..." limits the attacked checkpoints to those attacks (bench.tools.roc --attack): a
+# machine whose cache lacks some runs' checkpoints (records resumed --from-reference) measures what it has.
+ROC_ARGS=()
+for a in ${ROC_ATTACKS:-}; do ROC_ARGS+=(--attack "$a"); done
+roc() { .venv/bin/python -m bench.tools.roc results "${ROC_ARGS[@]}" "$@"; }
 OMP_NUM_THREADS=2 roc --method watermarkdm
 OMP_NUM_THREADS=1 roc --method activemark --method aiao > "${TMPDIR:-/tmp}/tiny_roc_a.log" 2>&1 & a=$!
 OMP_NUM_THREADS=1 roc --method roma --method sleepermark > "${TMPDIR:-/tmp}/tiny_roc_b.log" 2>&1 & b=$!

@@ -2,14 +2,16 @@
 folder without seeds."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from bench.tools.roc import query_calibration, roc_points, tpr_at
+from bench.tools.roc import attacked, base_nulls, marked_models, query_calibration, roc_points, tpr_at
 from tests.helpers import ROOT, SHRINK, bench_cli, run_module
 
 K = 3  # seeds with an attack; one more seed is a verification-only run without one
@@ -61,6 +63,41 @@ def test_summary_reports_auc_tpr_and_fpr_interval(roc_run):
     assert set(kinds.null_kind) == {"base", "cross", "independent", "other-world"}
     assert kinds.n_null.sum() == row.n_null and kinds.null_detected.sum() == row.null_detected
     assert "auc" in out.stdout
+
+
+def test_a_cache_without_the_runs_checkpoints_is_refused_before_any_work(roc_run, tmp_path):
+    """Records resumed on another machine list checkpoints its cache lacks: one paragraph names the attacks and
+    the ways out, before any model is built, and no roc/ folder is written."""
+    results, _ = roc_run
+    copy = tmp_path / "results"
+    shutil.copytree(results / "records", copy / "records")
+    out = run_module("bench.tools.roc", [str(copy), "--cache", str(tmp_path / "empty")], timeout=300)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert f"full_ft[steps=1]: {2 * K}" in out.stderr and f"watermarked: {K + 1}" in out.stderr and "--attack" in out.stderr and "metrics=verification" in out.stderr
+    assert not (copy / "roc").exists()
+    out = run_module("bench.tools.roc", [str(copy), "--attack", "lora_ft"], timeout=300)
+    assert out.returncode == 2 and "--attack lora_ft" in out.stderr and "full_ft" in out.stderr
+
+
+def test_attack_filter_keeps_only_the_named_attacks(tmp_path):
+    """--attack limits the positives, the cross-key models (marked_models) and the base+attack nulls alike."""
+    def rec(attack):
+        ckpt = [{"address": "w", "weights": "embed/w.safetensors"}, {"address": f"{attack}@1", "weights": f"attack/{attack}.st"}]
+        null = [{"address": "base"}, {"address": f"base-{attack}@1", "weights": f"attack/base-{attack}.st"}]
+        return {"identity": {"labels": {"attack": attack}},
+                "models": {"watermarked": ckpt[0], "checkpoints": ckpt, "null_checkpoints": null}}
+
+    recs = [rec("full_ft"), rec("permute"), {**rec("none"), "models": {**rec("none")["models"],
+                                                                        "checkpoints": rec("none")["models"]["checkpoints"][:1]}}]
+    assert [attacked(r, None) for r in recs] == [True, True, False]
+    assert [attacked(r, ["permute"]) for r in recs] == [False, True, False]
+    variant = {**recs[0], "identity": {"labels": {"attack": "full_ft[steps=1]"}}}
+    assert attacked(variant, ["full_ft"]) and attacked(variant, ["full_ft[steps=1]"]) and not attacked(variant, ["lora_ft"])
+    cache = SimpleNamespace(root=tmp_path)
+    roles = [role for role, _ in marked_models(cache, recs, ["permute"])]
+    assert roles == ["watermarked", "attacked:permute"]
+    assert [role for role, _ in base_nulls(cache, recs, ["permute"])] == ["base", "base+permute"]
+    assert len(marked_models(cache, recs)) == 3 and len(base_nulls(cache, recs)) == 3
 
 
 def test_roc_helpers_by_hand():

@@ -1,6 +1,7 @@
 """False-positive rates and ROC curves on null models that never saw the key.
 
     python -m bench.tools.roc [RESULTS_DIR] [--independent 3] [--indep-steps 1500] [--other-worlds 1] [--align]
+                              [--attack NAME ...]  # only these attacks' final checkpoints (default: every one)
     python -m bench.tools.roc [RESULTS_DIR] --tables-only     # re-derive the tables from the rows already written
 
 For every method variant with K >= 2 seeds in RESULTS_DIR's records (one model, data, method and
@@ -17,6 +18,11 @@ own verification settings and query seed, on:
   through the schedule), and the base and fine-tuned UNets of worlds built with another
   `model.seed` (verified in their own pipeline);
 * the runs' own nulls: the base model and the base model after each attack.
+
+A run's checkpoints live in the cache of the machine that ran it: when the cache lacks some, the
+ROC stops before any verification and names them; `--attack` then limits every attacked entry
+(positives, cross-key and base+attack nulls) to the attacks named, and the summary's `attacks`
+column says which were measured.
 
 The test statistic is the method's own: -log10 of its p-value (the exact binomial test on the
 voted bits for bit methods, the binomial test of the match count against p0 for the others). Per
@@ -142,20 +148,27 @@ def model_ref(cache, entry: dict):
     return ModelRef(entry["address"], weights)
 
 
-def marked_models(cache, recs: list[dict]) -> list[tuple[str, object]]:
-    """(role, model) for one seed: the watermarked model and every attack's final checkpoint."""
+def attacked(rec: dict, attacks: list[str] | None) -> bool:
+    """Whether a record's attack made a model the ROC verifies: it has checkpoints past the source and, where
+    `--attack` names attacks, is one of them (by its label, e.g. `full_ft[steps=1]`, or its name, `full_ft`)."""
+    label = rec["identity"]["labels"]["attack"]
+    return len(rec["models"]["checkpoints"]) > 1 and (not attacks or label in attacks or label.split("[")[0] in attacks)
+
+
+def marked_models(cache, recs: list[dict], attacks: list[str] | None = None) -> list[tuple[str, object]]:
+    """(role, model) for one seed: the watermarked model and every (named) attack's final checkpoint."""
     out = [("watermarked", model_ref(cache, recs[0]["models"]["watermarked"]))]
     for rec in recs:
-        if len(rec["models"]["checkpoints"]) > 1:
+        if attacked(rec, attacks):
             out.append((f"attacked:{rec['identity']['labels']['attack']}", model_ref(cache, rec["models"]["checkpoints"][-1])))
     return out
 
 
-def base_nulls(cache, recs: list[dict]) -> list[tuple[str, object]]:
-    """The runs' own nulls for one seed: the base model and the base after each attack (final checkpoint)."""
+def base_nulls(cache, recs: list[dict], attacks: list[str] | None = None) -> list[tuple[str, object]]:
+    """The runs' own nulls for one seed: the base model and the base after each (named) attack (final checkpoint)."""
     out = [("base", model_ref(cache, {"address": recs[0]["models"]["null_checkpoints"][0]["address"]}))]
     for rec in recs:
-        if len(rec["models"]["null_checkpoints"]) > 1:
+        if attacked(rec, attacks) and len(rec["models"]["null_checkpoints"]) > 1:
             out.append((f"base+{rec['identity']['labels']['attack']}", model_ref(cache, rec["models"]["null_checkpoints"][-1])))
     return out
 
@@ -325,8 +338,21 @@ def plot(rows: pd.DataFrame, path: Path, title: str, target: float | None = None
     plt.close(fig)
 
 
+def missing_weights(cache, found: dict, attacks: list[str] | None) -> dict[str, int]:
+    """{attack: how many of the models the ROC would verify have no weights file in the cache}: a run's checkpoints
+    live in the cache of the machine that ran it, so records copied from elsewhere may lack them."""
+    missing: dict[str, int] = {}
+    for seeds in found.values():
+        for recs in seeds.values():
+            for role, ref in marked_models(cache, recs, attacks) + base_nulls(cache, recs, attacks):
+                if ref.weights is not None and not Path(ref.weights).is_file():
+                    name = role.split(":", 1)[-1].split("+", 1)[-1]
+                    missing[name] = missing.get(name, 0) + 1
+    return missing
+
+
 def measure(results: Path, n_indep: int, indep_steps: int, n_worlds: int, only: list[str], cache_dir: Path | None = None,
-            skip_bad: bool = False, align: bool = False) -> pd.DataFrame:
+            skip_bad: bool = False, align: bool = False, attacks: list[str] | None = None) -> pd.DataFrame:
     """Verify every key on positives and nulls; write the per-method files and return the summary."""
     import torch
     from tqdm.auto import tqdm
@@ -346,13 +372,29 @@ def measure(results: Path, n_indep: int, indep_steps: int, n_worlds: int, only: 
         raise BenchError(f"No method in {results / 'records'} has complete records for two or more seeds of one "
                          "configuration, so there are no cross-key nulls. Run the seeds first, e.g. python -m bench "
                          "experiment=seeds5 method=watermarkdm attack=full_ft -m")
+    cache = Cache(cache_dir or results / "cache")  # the user's cache, never a path a record names
+    if attacks:
+        ran = {name for seeds in found.values() for recs in seeds.values() for r in recs
+               for name in (r["identity"]["labels"]["attack"], r["identity"]["labels"]["attack"].split("[")[0])}
+        if unknown := sorted(set(attacks) - ran):
+            raise BenchError(f"--attack {', '.join(unknown)}: no record of the measured methods ran that attack (they "
+                             f"ran {', '.join(sorted(ran))}). Name attacks from that list, or drop --attack for all.")
+    if missing := missing_weights(cache, found, attacks):
+        have = sorted({r["identity"]["labels"]["attack"] for seeds in found.values() for recs in seeds.values()
+                       for r in recs if attacked(r, None)} - set(missing))
+        raise BenchError(f"The cache {cache.root} lacks the weights of {sum(missing.values())} model(s) the ROC would "
+                         f"verify ({', '.join(f'{a}: {n}' for a, n in sorted(missing.items()))}): those runs "
+                         "were made with another cache (a run's models stay in the cache of the machine that ran it). "
+                         "Re-run those runs with this cache (the attack stage rebuilds the same addresses; "
+                         "metrics=verification keeps it cheap), point --cache at theirs, or measure only the attacks "
+                         "whose checkpoints are here (--attack NAME, repeatable): "
+                         f"{' '.join(f'--attack {a}' for a in have) or 'none of them are'}.")
     out_dir = results / ("roc_aligned" if align else "roc")
     out_dir.mkdir(parents=True, exist_ok=True)
     worlds, nulls = {}, {}
     for (model, data, method, verification), seeds in sorted(found.items()):
         first = next(iter(seeds.values()))[0]
         cfg = OmegaConf.create(first["config"])
-        cache = Cache(cache_dir or results / "cache")  # the user's cache, never a path a record names
         wkey = (model, data)
         if wkey not in worlds:
             world, _ = world_stage(cache, build(cfg.model, "model"), first["config"]["model"], build(cfg.data, "data"),
@@ -367,10 +409,10 @@ def measure(results: Path, n_indep: int, indep_steps: int, n_worlds: int, only: 
             continue
         rows = []
         for seed, recs in tqdm(sorted(seeds.items()), desc=f"roc {method}"):
-            cases = [(role, ref, None, True) for role, ref in marked_models(cache, recs)]
+            cases = [(role, ref, None, True) for role, ref in marked_models(cache, recs, attacks)]
             cases += [(f"cross:{role.split(':')[0]}", ref, None, False) for other, orecs in seeds.items() if other != seed
-                      for role, ref in marked_models(cache, orecs)]
-            cases += [(role, ref, None, False) for role, ref in base_nulls(cache, recs)]
+                      for role, ref in marked_models(cache, orecs, attacks)]
+            cases += [(role, ref, None, False) for role, ref in base_nulls(cache, recs, attacks)]
             cases += [(role, ref, w, False) for role, ref, w in nulls[wkey]]
             for role, ref, w, positive in cases:
                 s = verify(recs[0], ref, w)
@@ -411,7 +453,7 @@ def tables(out_dir: Path) -> pd.DataFrame:
             kinds.append({"model": model, "method": method, "n_keys": n_keys, "target_fpr": target, **row})
         for row in summary_rows(df, target):
             summary.append({"model": model, "data": data, "method": method, "verification": verification, **row,
-                            "n_keys": n_keys,
+                            "n_keys": n_keys, "attacks": attacks_in(df),
                             "null_kinds": ", ".join(sorted(set(df[~df.positive].role.map(null_kind))))})
     if not summary:
         raise BenchError(f"'{out_dir}' holds none of {VERIFICATIONS}. Run python -m bench.tools.roc RESULTS_DIR first.")
@@ -421,6 +463,11 @@ def tables(out_dir: Path) -> pd.DataFrame:
     return table
 
 
+def attacks_in(df: pd.DataFrame) -> str:
+    """The attacks whose final checkpoints a method's rows include (positives 'attacked:<attack>')."""
+    return ", ".join(sorted({r.split(":", 1)[1] for r in df[df.positive].role if r.startswith("attacked:")})) or "none"
+
+
 def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results_dir", nargs="?", default="results")
@@ -428,6 +475,8 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--indep-steps", type=int, default=1500, help="their training steps (default 1500)")
     parser.add_argument("--other-worlds", type=int, default=1, help="worlds built with another model.seed (default 1)")
     parser.add_argument("--method", action="append", default=[], help="only these methods (repeatable)")
+    parser.add_argument("--attack", action="append", default=[], help="only these attacks' final checkpoints "
+                        "(positives, cross-key and base+attack nulls; repeatable; default every attack the records ran)")
     parser.add_argument("--cache", type=Path, default=None, help="the cache holding the runs' models (default: "
                         "RESULTS_DIR/cache)")
     parser.add_argument("--skip-bad", action="store_true", help="leave out (and name) files that are not records")
@@ -446,7 +495,7 @@ def _main(argv: list[str]) -> int:
         table = tables(Path(args.results_dir) / ("roc_aligned" if args.align else "roc"))
     else:
         table = measure(Path(args.results_dir), args.independent, args.indep_steps, args.other_worlds, args.method,
-                        args.cache, args.skip_bad, args.align)
+                        args.cache, args.skip_bad, args.align, args.attack)
     print(table.to_markdown(index=False, floatfmt=".3g"))
     return 0
 
