@@ -520,7 +520,7 @@ def roc(ref: Reference) -> str:
         above = low > p0
         lines.append(
             f"* **{method}** on models marked with another key: per-query match rate {_pct(matches / queries)} "
-            f"({_pct(low)}–{_pct(high)}), {matches / queries / p0:.0f} × its p0 of {_pct(p0)}"
+            f"({_pct(low)}–{_pct(high)}), {matches / queries / p0:.2g} × its p0 of {_pct(p0)}"
             f"{f' (above it: {WHY_ABOVE[method]})' if above else ''}; "
             f"verdict fired in {fired}/{int(cross.n_null.sum())}. The owners' own p-values (median {own:.2g}) "
             f"{'stay below' if own < worst else 'do not stay below'} the smallest cross-key one ({worst:.2g})"
