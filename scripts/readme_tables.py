@@ -426,11 +426,16 @@ def _fired(k: int, n: int) -> str:
     return f"{k:,}/{n:,} (≤ {_pct(high)})" if k == 0 else f"{k:,}/{n:,} ({_pct(k / n)}, {_pct(low)}–{_pct(high)})"
 
 
+def roc_keys(ref: Reference) -> tuple[set[str], set[str]]:
+    """(the records' watermarked models, the ROC's keys' watermarked models), by address (the CSVs name them)."""
+    return ({r["models"]["watermarked"]["address"] for r in ref.records},
+            {a for df in ref.scores.values() for a in df[df.role == "watermarked"].model})
+
+
 def roc_models(ref: Reference) -> str:
-    """Whether the ROC measured the records' own models: its keys' watermarked models (the CSVs name them by address)
-    against the records' (a ROC from another build or other seeds would describe other models)."""
-    ours = {r["models"]["watermarked"]["address"] for r in ref.records}
-    theirs = {a for df in ref.scores.values() for a in df[df.role == "watermarked"].model}
+    """Whether the ROC measured the records' own models: its keys' watermarked models against the records' (a ROC
+    from another build or other seeds would describe other models)."""
+    ours, theirs = roc_keys(ref)
     if theirs <= ours:
         return (f"The ROC's keys are the records' own: all {len(theirs)} watermarked models it verified are the "
                 "records' watermarked models.")
@@ -447,8 +452,8 @@ def roc_attacks(ref: Reference) -> tuple[list[str], list[str]]:
     if "attacks" not in ref.roc_summary:
         return ran, []
     measured = sorted({a for cell in ref.roc_summary.attacks.dropna() for a in str(cell).split(", ") if a != "none"})
-    ours = {r["models"]["watermarked"]["address"] for r in ref.records}
-    if not {a for df in ref.scores.values() for a in df[df.role == "watermarked"].model} <= ours:
+    ours, theirs = roc_keys(ref)
+    if not theirs <= ours:
         return measured, []
     return measured, [a for a in ran if a not in measured]
 

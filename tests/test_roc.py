@@ -125,6 +125,12 @@ def test_no_seeds_refused(tmp_path):
     assert out.returncode == 2 and "two or more seeds" in out.stderr
 
 
+def test_attack_with_tables_only_is_refused(tmp_path):
+    out = run_module("bench.tools.roc", [str(tmp_path), "--tables-only", "--attack", "full_ft"], timeout=300)
+    assert out.returncode == 2 and "--tables-only" in out.stderr and "--attack" in out.stderr
+    assert not (tmp_path / "roc").exists()
+
+
 def test_twenty_independent_steps_are_refused_before_any_work(tmp_path):
     """torch's OneCycleLR at the world's 5% warm-up divides by zero at exactly 20 steps; 19 and 21 train."""
     out = run_module("bench.tools.roc", [str(tmp_path), "--indep-steps", "20"], timeout=300)

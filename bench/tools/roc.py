@@ -151,8 +151,13 @@ def model_ref(cache, entry: dict):
 def attacked(rec: dict, attacks: list[str] | None) -> bool:
     """Whether a record's attack made a model the ROC verifies: it has checkpoints past the source and, where
     `--attack` names attacks, is one of them (by its label, e.g. `full_ft[steps=1]`, or its name, `full_ft`)."""
+    return len(rec["models"]["checkpoints"]) > 1 and (not attacks or bool(attack_names(rec) & set(attacks)))
+
+
+def attack_names(rec: dict) -> set[str]:
+    """The names `--attack` matches a record's attack by: its label (`full_ft[steps=1]`) and its name (`full_ft`)."""
     label = rec["identity"]["labels"]["attack"]
-    return len(rec["models"]["checkpoints"]) > 1 and (not attacks or label in attacks or label.split("[")[0] in attacks)
+    return {label, label.split("[")[0]}
 
 
 def marked_models(cache, recs: list[dict], attacks: list[str] | None = None) -> list[tuple[str, object]]:
@@ -374,8 +379,7 @@ def measure(results: Path, n_indep: int, indep_steps: int, n_worlds: int, only: 
                          "experiment=seeds5 method=watermarkdm attack=full_ft -m")
     cache = Cache(cache_dir or results / "cache")  # the user's cache, never a path a record names
     if attacks:
-        ran = {name for seeds in found.values() for recs in seeds.values() for r in recs
-               for name in (r["identity"]["labels"]["attack"], r["identity"]["labels"]["attack"].split("[")[0])}
+        ran = set().union(*(attack_names(r) for seeds in found.values() for recs in seeds.values() for r in recs))
         if unknown := sorted(set(attacks) - ran):
             raise BenchError(f"--attack {', '.join(unknown)}: no record of the measured methods ran that attack (they "
                              f"ran {', '.join(sorted(ran))}). Name attacks from that list, or drop --attack for all.")
@@ -491,6 +495,9 @@ def _main(argv: list[str]) -> int:
     if args.independent and args.indep_steps * WARMUP == 1:  # train_unet's OneCycleLR ends its warm-up at step 0
         raise BenchError("--indep-steps 20 cannot train the independent UNets: torch's OneCycleLR with the world's 5% "
                          "warm-up would end its warm-up at step 0 and divide by zero. Use 19 or 21 steps.")
+    if args.tables_only and args.attack:
+        raise BenchError("--attack chooses the models to verify, and --tables-only verifies none: the tables are "
+                         "re-derived from the rows already written. Drop one of the two.")
     if args.tables_only:
         table = tables(Path(args.results_dir) / ("roc_aligned" if args.align else "roc"))
     else:
