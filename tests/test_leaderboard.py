@@ -127,6 +127,30 @@ def test_tradeoff_figure_draws_each_attack_beside_the_uninformed_noise_line(tmp_
     assert list(lines["full_ft"]["y"]) == pytest.approx([0.91] * 3) and lines["noise"]["n"] == 2
 
 
+def test_figures_keep_one_panel_per_method_across_metrics_sets(tmp_path, monkeypatch):
+    """A search's re-run measured without the CLIP score (another metrics set) joins its method's trade-off figure,
+    beside the noise line, and keeps a plain robustness file name; an attack measured with two metrics sets (here the
+    LMC's points) is two lines of that figure, each named by its metrics set, and two robustness figures."""
+    from bench.analysis.plots import _figures, plot_tradeoff
+    import bench.analysis.plots as plots
+    recs = []
+    for attack, overrides in (("noise", []), ("full_ft", []), ("full_ft", ["metrics.lmc.points=3"]),
+                              ("lora_ft", ["~metrics.clip_score"])):
+        rec = record_from(planned(overrides, attack=attack))
+        rec["curves"]["utility"] = [{"step": b, "owner_loss_ratio": 1 + b / 100} for b in (0, 10, 20)]
+        recs.append(rec)
+    drawn, real = [], plots.tradeoff_lines  # a spy: the real lines are drawn, and their names kept
+    monkeypatch.setattr(plots, "tradeoff_lines", lambda by_attack: drawn.append(sorted(by_attack)) or real(by_attack))
+    paths = plot_tradeoff(recs, tmp_path)
+    assert [p.name for p in paths] == ["tradeoff_micro_roma.png"]
+    (names,) = drawn
+    assert len(names) == 4 and "noise" in names and "lora_ft" in names
+    assert sum(n.startswith("full_ft (") for n in names) == 2  # the two metrics sets, each named
+    files = sorted(p.name for p, *_ in _figures(recs, lambda r: True, tmp_path, "robustness"))
+    assert "robustness_micro_lora_ft.png" in files and "robustness_micro_noise.png" in files
+    assert sum(f.startswith("robustness_micro_") and "full_ft" in f for f in files) == 2 and len(set(files)) == 4
+
+
 def test_attack_seed_interpolation_does_not_split_seeds():
     """`attack.seed: ${seed}` follows the run's seed: seeds 0 and 1 are one identity, with different run ids."""
     a, b = planned(["seed=0"]), planned(["seed=1"])

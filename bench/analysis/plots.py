@@ -41,7 +41,7 @@ def _band(ax, curves: list[list[dict]], value, **style) -> None:
         ax.set_xticks(pos, [str(x) for x in xs], fontsize=7)
 
 
-PLOT_VERSION = "1"  # bump when a figure's drawing changes, so cached PNGs are redrawn
+PLOT_VERSION = "2"  # bump when a figure's drawing changes, so cached PNGs are redrawn
 
 
 def up_to_date(path: Path, by_method: dict[str, list[dict]]) -> bool:
@@ -57,16 +57,28 @@ def up_to_date(path: Path, by_method: dict[str, list[dict]]) -> bool:
 
 def _figures(records: list[dict], where, out_dir: Path, kind: str) -> list[tuple[Path, tuple, dict[str, list[dict]]]]:
     """(path, (model, data, metrics, attack), {method: its records}) of each figure: one per panel, a line per
-    method; the file name names data and metrics only where the records hold more than one of them."""
+    method; the file name names the data where the records hold more than one data set, and the metrics only where
+    the same attack was measured with more than one metrics set (e.g. `metrics.verification.align=none,activations`):
+    a search's re-run without the CLIP score keeps the plain name."""
     panels: dict[tuple, dict[str, list[dict]]] = {}
     for (*panel, method), recs in group_records(records, ("model", "data", "metrics", "attack", "method"), where).items():
         panels.setdefault(tuple(panel), {})[method] = recs
-    data_kinds, metric_kinds = {k[1] for k in panels}, {k[2] for k in panels}
+    data_kinds = {k[1] for k in panels}
+    metric_kinds = _metric_kinds(panels, lambda k: (k[0], k[1], k[3]), lambda k: k[2])
     out = []
     for (model, data, metrics, attack), by_method in sorted(panels.items()):
-        parts = [model] + ([data] if len(data_kinds) > 1 else []) + ([metrics] if len(metric_kinds) > 1 else [])
+        parts = ([model] + ([data] if len(data_kinds) > 1 else [])
+                 + ([metrics] if len(metric_kinds[model, data, attack]) > 1 else []))
         out.append((out_dir / f"{kind}_{'_'.join(slug(x) for x in parts + [attack])}.png", (model, data, metrics, attack),
                     by_method))
+    return out
+
+
+def _metric_kinds(keys, where, metrics) -> dict[tuple, set[str]]:
+    """where(key) -> the metrics sets its keys hold."""
+    out: dict[tuple, set[str]] = {}
+    for k in keys:
+        out.setdefault(where(k), set()).add(metrics(k))
     return out
 
 
@@ -130,30 +142,34 @@ def tradeoff_lines(by_attack: dict[str, list[dict]]) -> list[dict]:
     "uninformed": whether it is the reference (`attack=noise`)}."""
     out = []
     for attack, recs in sorted(by_attack.items()):
-        out.append({"attack": attack, "n": len(recs), "uninformed": attack.split("[")[0] == UNINFORMED,
+        out.append({"attack": attack, "n": len(recs), "uninformed": re.split(r"[\[ ]", attack)[0] == UNINFORMED,
                     "x": _mean_curve([r["curves"]["utility"] for r in recs], lambda p: p.get("owner_loss_ratio")),
                     "y": _mean_curve([r["curves"]["robustness"] for r in recs], _strength)})
     return out
 
 
 def plot_tradeoff(records: list[dict], out_dir: Path) -> list[Path]:
-    """Write tradeoff_<model>_<method>.png per (model, data, metrics, method; data and metrics named in the file only
-    where the records hold more than one): the mark's strength against the
-    attacker's owner-domain loss ratio, a line per attack variant through its checkpoints (mean over seeds), beside
+    """Write tradeoff_<model>_<method>.png per (model, data, method; data named in the file only where the records
+    hold more than one, metrics in a line's name only where its attack ran with more than one): the mark's strength
+    against the attacker's owner-domain loss ratio, a line per attack variant through its checkpoints (mean over
+    seeds; a search's exported worst case is one such line), beside
     the uninformed-degradation line (weight noise, `attack=noise`: an attacker who knows nothing, at the same utility
     loss) and the utility budget. An attack below the noise line removes more than degradation alone would."""
     def usable(r: dict) -> bool:
         curves = r.get("curves", {})
         return (r["status"] == "complete" and bool(curves.get("robustness")) and bool(curves.get("utility"))
                 and len(curves["robustness"]) == len(curves["utility"]))
+    groups = group_records(records, ("model", "data", "metrics", "method", "attack"), usable)
+    metric_kinds = _metric_kinds(groups, lambda k: (k[0], k[1], k[3], k[4]), lambda k: k[2])
     panels: dict[tuple, dict[str, list[dict]]] = {}
-    for (model, data, metrics, method, attack), recs in group_records(
-            records, ("model", "data", "metrics", "method", "attack"), usable).items():
-        panels.setdefault((model, data, metrics, method), {})[attack] = recs
-    data_kinds, metric_kinds = {k[1] for k in panels}, {k[2] for k in panels}
+    for (model, data, metrics, method, attack), recs in groups.items():
+        # one panel per method: an attack measured with two metrics sets (aligned or not) is two lines, named so
+        several = len(metric_kinds[model, data, method, attack]) > 1
+        panels.setdefault((model, data, method), {})[f"{attack} ({metrics})" if several else attack] = recs
+    data_kinds = {k[1] for k in panels}
     paths = []
-    for (model, data, metrics, method), by_attack in sorted(panels.items()):
-        parts = [model] + ([data] if len(data_kinds) > 1 else []) + ([metrics] if len(metric_kinds) > 1 else []) + [method]
+    for (model, data, method), by_attack in sorted(panels.items()):
+        parts = [model] + ([data] if len(data_kinds) > 1 else []) + [method]
         path = out_dir / f"tradeoff_{'_'.join(slug(x) for x in parts)}.png"
         paths.append(path)
         if up_to_date(path, by_attack):
