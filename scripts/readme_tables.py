@@ -696,7 +696,9 @@ def worst(ref: Reference) -> str:
                        "re-runs it at five fresh seeds.\n")
     return head + ("Per method and attack family: the search's N trials (seeded TPE, one checkpoint at the end of "
                    "the attack), how many stayed within the budget, the best such configuration and its evidence at "
-                   "the search seed; then that configuration re-run at fresh seeds: removed within budget k/n with "
+                   "the search seed, and how many trials within budget tie with it (all of them: the objective did "
+                   "not tell the trials apart, every one left the mark's evidence where it was, and the best is "
+                   "merely the earliest); then that configuration re-run at fresh seeds: removed within budget k/n with "
                    "its exact 95% interval, the median −log10 p and the utility (mean [min, max]) at the final "
                    "checkpoint. Beside it, the family's hand-set attack as the suite ran it: a trial is judged at its "
                    "last checkpoint only, the suite's run at the first of its checkpoints that is both undetected and "

@@ -150,6 +150,9 @@ def test_the_exported_yaml_reproduces_the_best_trials_record(searched):
     assert (results / "search" / "worst_case.md").is_file()
     assert table.loc["whole", "trials (N)"] == 3 and table.loc["whole", "re-run seeds"] == "1"  # seed 0 is no re-run
     assert table.loc["whole", "search seed: -log10 p"] == pytest.approx(summary["best"]["objective"])
+    feasible = pd.read_csv(results / "search" / "whole" / "trials.csv").query("feasible == True")["objective"]
+    k = int(((feasible - summary["best"]["objective"]).abs() < 1e-9).sum())  # the best itself ties with itself
+    assert table.loc["whole", "tied at best"] == f"{k} of {len(feasible)}" and k >= 1
     fresh = runs[1]["metrics"]
     removed = int(not fresh["survived_within_budget"]["value"])
     assert table.loc["whole", "removed within budget"].startswith(f"{removed}/1 [")

@@ -464,9 +464,20 @@ def _main(argv: list[str]) -> int | None:
     return None
 
 
+def tied_at_best(trials_csv: Path, best: float) -> str:
+    """'k of n': the feasible trials whose objective equals the best one. k = n says the objective did not tell the
+    budget's trials apart (e.g. every one left the verifier's strongest evidence): the search found nothing that weakens
+    the mark, and its "best" is merely the earliest trial within budget."""
+    if not trials_csv.is_file():
+        return ""
+    import pandas as pd
+    feasible = pd.read_csv(trials_csv).query("feasible == True")["objective"].astype(float)
+    return f"{int((feasible - best).abs().le(1e-9 * max(1.0, abs(best))).sum())} of {len(feasible)}"
+
+
 def worst_case(results_dir: Path, write: bool = True):
     """One row per search under `results_dir/search/` with its exported worst case: the search (N, feasible trials,
-    the best config, its evidence and utility at the search seed) and the exported attack's records in
+    the best config, its evidence and utility at the search seed, how many feasible trials tie with it) and the exported attack's records in
     `results_dir/records` at other seeds (the fresh-seed re-run): removed within the utility budget k/n with its exact
     95% interval, the median -log10 p and the owner-loss ratio and FID increase (mean, min-max) at the final
     checkpoint; and beside it the family's hand-set attack from the same records (`<family>` at default labels, the
@@ -499,6 +510,7 @@ def worst_case(results_dir: Path, write: bool = True):
         row["best config"] = ", ".join(f"{k[len('param:'):]}={v:.3g}" if isinstance(v, float) else
                                        f"{k[len('param:'):]}={v}" for k, v in best.items() if k.startswith("param:"))
         row["search seed: -log10 p"] = best["objective"] if settings["objective"] == "evidence" else None
+        row["tied at best"] = tied_at_best(path.parent / "trials.csv", best["objective"])
         seed = settings["run_seed"]
         recs = [r for r in records if r.get("attack") == name and r.get("method") == settings["method"]
                 and r["status"] == "complete" and r["seed"] != seed]
