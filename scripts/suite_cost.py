@@ -30,7 +30,7 @@ shared core does not inflate, wall-clock seconds otherwise), the null attack onc
 embedding once per (method, seed), as built. The core-hours spent so far are summed from the records; the projection
 adds, for each cell not yet run, its attack's median (method none's: the evaluation's only, its attack being the null
 attack; no figure where the attack has no cell yet). `--write` fills the `<!-- suite-records: ... -->`
-block.
+block, and the `<!-- search-cost: ... -->` block with the worst-case searches' cost (`search_cost`).
 """
 from __future__ import annotations
 
@@ -224,6 +224,44 @@ def measured(records: list[dict], methods: list[str], attacks: list[str], seeds:
     return "\n".join(lines) + "\n"
 
 
+def run_seconds(r: dict) -> float:
+    """A run's seconds, all stages (the embedding where this run built it): CPU seconds where the stage has them."""
+    return sum(t.get("cpu_seconds", t.get("seconds", 0.0)) for t in r.get("timings", {}).values() if isinstance(t, dict))
+
+
+def search_cost(results: Path) -> str:
+    """The worst-case searches' cost (`bench.tools.search`, results/search/*/): per search its N trials (each trial's
+    seconds as the search measured them: wall clock, with two one-thread workers on two cores) and its exported
+    attack's fresh-seed re-run (the records' stage seconds); the totals in core-hours and, with two one-thread
+    workers, in hours of wall time."""
+    import csv
+    folder = results / "search"
+    searches = sorted(p.parent for p in folder.glob("*/best.json")) if folder.is_dir() else []
+    if not searches:
+        return "No searches here yet (`bash scripts/tiny_search.sh`).\n"
+    records = [json.loads(f.read_text()) for f in sorted((results / "records").glob("*/record.json"))]
+    lines = ["| search | trials (N) | trial seconds, median [min, max] | trials, total s | re-run | re-run, total s |",
+             "|---|---|---|---|---|---|"]
+    trials_s = rerun_s = 0.0
+    for path in searches:
+        summary = json.loads((path / "best.json").read_text())
+        with open(path / "trials.csv", newline="") as f:
+            secs = [float(row["seconds"]) for row in csv.DictReader(f) if row.get("seconds")]
+        export = Path(summary.get("export") or "").stem
+        reruns = [r for r in records if r.get("status") == "complete" and export and r.get("attack") == export
+                  and r.get("method") == summary["settings"]["method"] and r.get("seed") != summary["settings"]["run_seed"]]
+        spent = sum(run_seconds(r) for r in reruns)
+        trials_s, rerun_s = trials_s + sum(secs), rerun_s + spent
+        spread = f"{statistics.median(secs):.0f} [{min(secs):.0f}, {max(secs):.0f}]" if secs else ""
+        lines.append(f"| `{path.name}` | {len(secs)} | {spread} | {sum(secs):.0f} | {len(reruns)} runs | {spent:.0f} |")
+    total = trials_s + rerun_s
+    lines += ["", f"{len(searches)} searches: **trials {trials_s / 3600:.2f} core-hours, re-runs {rerun_s / 3600:.2f}, "
+                  f"together {total / 3600:.2f} core-hours, about {total / 7200:.1f} h of wall time in two one-thread "
+                  "workers** on two cores (a trial's seconds are its wall clock as the search timed it; a re-run's are "
+                  "its records' stage seconds, CPU seconds where recorded)."]
+    return "\n".join(lines) + "\n"
+
+
 def fill(path: Path, name: str, text: str) -> None:
     doc = path.read_text()
     begin, end = f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
@@ -246,8 +284,11 @@ def main() -> None:
     if args.suite:
         text = measured(*suite_records(args.suite, args.seeds), args.seeds)
         print(text)
+        searches = search_cost(args.suite)
+        print(searches)
         if args.write:
             fill(args.write, "suite-records", text)
+            fill(args.write, "search-cost", searches)
         return
     if not (args.before and args.after):
         ap.error("give --suite RESULTS_DIR, or both --before and --after (scripts/profile_runs.py --json figures)")

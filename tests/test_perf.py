@@ -88,3 +88,29 @@ def test_suite_cost_from_the_suites_records_sums_and_projects_by_hand(tmp_path):
     assert "| `full_ft` | 3 | 5400 [3600, 7200] | 1800 [1080, 2520] | 2160 |" in text  # none left out of the attack
     assert "1 of the 4 runs record their stages' CPU seconds" in text
     assert "No projection" in suite_cost.measured(records, ["aiao", "roma"], ["full_ft", "prune", "noise"], seeds=1)
+
+
+def test_search_cost_sums_each_searchs_trials_and_its_fresh_seed_reruns(tmp_path):
+    """scripts/suite_cost.py's search table: a search's trial seconds from its trials.csv, its re-run from the
+    exported attack's records at seeds other than the search's (CPU seconds where a stage has them), nothing else."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import suite_cost
+    assert suite_cost.search_cost(tmp_path).startswith("No searches here yet")
+    search = tmp_path / "search" / "roma-full_ft-s0"
+    search.mkdir(parents=True)
+    (search / "trials.csv").write_text("trial,objective,seconds\n0,1.0,10\n1,2.0,20\n2,,3600\n")
+    (search / "best.json").write_text(json.dumps({"settings": {"method": "roma", "run_seed": 0},
+                                                  "export": "x/conf/attack/full_ft_worst_roma.yaml"}))
+
+    def write(name, method, attack, seed, timings):
+        (tmp_path / "records" / name).mkdir(parents=True)
+        (tmp_path / "records" / name / "record.json").write_text(json.dumps(
+            {"status": "complete", "method": method, "attack": attack, "seed": seed, "timings": timings}))
+    write("r1", "roma", "full_ft_worst_roma", 1, {"attack": {"seconds": 700}, "evaluate": {"seconds": 200}})
+    write("r2", "roma", "full_ft_worst_roma", 2, {"embed": {"cpu_seconds": 1800, "seconds": 9000},
+                                                  "evaluate": {"seconds": 900}})
+    write("r0", "roma", "full_ft_worst_roma", 0, {"attack": {"seconds": 99999}})  # the search's own seed: no re-run
+    write("w1", "watermarkdm", "full_ft_worst_roma", 1, {"attack": {"seconds": 99999}})  # another method
+    text = suite_cost.search_cost(tmp_path)
+    assert "| `roma-full_ft-s0` | 3 | 20 [10, 3600] | 3630 | 2 runs | 3600 |" in text
+    assert "trials 1.01 core-hours, re-runs 1.00, together 2.01 core-hours, about 1.0 h of wall time" in text
