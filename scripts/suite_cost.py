@@ -235,6 +235,8 @@ def search_cost(results: Path) -> str:
     attack's fresh-seed re-run (the records' stage seconds); the totals in core-hours and, with two one-thread
     workers, in hours of wall time."""
     import csv
+
+    from bench.tools.search import rerun_records
     folder = results / "search"
     searches = sorted(p.parent for p in folder.glob("*/best.json")) if folder.is_dir() else []
     if not searches:
@@ -247,9 +249,7 @@ def search_cost(results: Path) -> str:
         summary = json.loads((path / "best.json").read_text())
         with open(path / "trials.csv", newline="") as f:
             secs = [float(row["seconds"]) for row in csv.DictReader(f) if row.get("seconds")]
-        export = Path(summary.get("export") or "").stem
-        reruns = [r for r in records if r.get("status") == "complete" and export and r.get("attack") == export
-                  and r.get("method") == summary["settings"]["method"] and r.get("seed") != summary["settings"]["run_seed"]]
+        reruns = rerun_records(summary, records)
         spent = sum(run_seconds(r) for r in reruns)
         trials_s, rerun_s = trials_s + sum(secs), rerun_s + spent
         spread = f"{statistics.median(secs):.0f} [{min(secs):.0f}, {max(secs):.0f}]" if secs else ""

@@ -464,6 +464,14 @@ def _main(argv: list[str]) -> int | None:
     return None
 
 
+def rerun_records(summary: dict, records: list[dict]) -> list[dict]:
+    """A search's fresh-seed re-run (its `best.json` summary): the complete records of its exported attack, for its
+    method, at seeds other than the search's own."""
+    name, settings = Path(summary.get("export") or "").stem, summary["settings"]
+    return [r for r in records if name and r.get("attack") == name and r.get("method") == settings["method"]
+            and r.get("status") == "complete" and r.get("seed") != settings["run_seed"]]
+
+
 def tied_at_best(trials_csv: Path, best: float) -> str:
     """'k of n': the feasible trials whose objective equals the best one. k = n says the objective did not tell the
     budget's trials apart (e.g. every one left the verifier's strongest evidence): the search found nothing that weakens
@@ -506,14 +514,11 @@ def worst_case(results_dir: Path, write: bool = True):
         if best is None:
             rows.append({**row, "best config": "none within budget"})
             continue
-        name = Path(summary["export"]).stem
         row["best config"] = ", ".join(f"{k[len('param:'):]}={v:.3g}" if isinstance(v, float) else
                                        f"{k[len('param:'):]}={v}" for k, v in best.items() if k.startswith("param:"))
         row["search seed: -log10 p"] = best["objective"] if settings["objective"] == "evidence" else None
         row["tied at best"] = tied_at_best(path.parent / "trials.csv", best["objective"])
-        seed = settings["run_seed"]
-        recs = [r for r in records if r.get("attack") == name and r.get("method") == settings["method"]
-                and r["status"] == "complete" and r["seed"] != seed]
+        recs = rerun_records(summary, records)
         n = len(recs)
         row["re-run seeds"] = ",".join(str(r["seed"]) for r in sorted(recs, key=lambda r: r["seed"]))
         if n:
