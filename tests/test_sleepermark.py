@@ -90,3 +90,31 @@ def test_bad_hyperparameters_are_refused(bad, message):
     """Values beyond the generic checks of tests/test_contract.py: an upper bound, zero, a blank trigger."""
     with pytest.raises(ConfigError, match=message):
         SleeperMark(**bad)
+
+
+def test_a_trigger_prompt_cut_at_the_tokenizer_length_warns_once_per_process(micro_world):
+    """SleeperMark's prefix pushes the longest captions past the small worlds' token limit; diffusers warns on every
+    encoding of such a batch, and the harness lets the first warning through and drops the copies."""
+    import logging
+
+    pipe = micro_world.pipe
+    caught: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            caught.append(record)
+
+    logger = logging.getLogger("diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion")
+    handler = Keep(level=logging.WARNING)
+    logger.addHandler(handler)
+    (once,) = [f for f in logger.filters if type(f).__name__ == "_FirstTruncationOnly"]
+    once.seen = False  # as in a fresh process
+    long = " ".join(["trousers"] * (pipe.tokenizer.model_max_length + 4))
+    try:
+        for _ in range(3):
+            pipe.encode_prompt([long, "a coat"], torch.device("cpu"), 1, False)
+    finally:
+        logger.removeHandler(handler)
+    cut = [r for r in caught if "truncated" in r.getMessage()]
+    assert len(cut) == 1 and "shown once per process" in cut[0].getMessage()
+    assert len(pipe.tokenizer(long).input_ids) > pipe.tokenizer.model_max_length  # the prompt really is cut

@@ -27,6 +27,30 @@ log = logging.getLogger(__name__)
 diffusers.utils.logging.disable_progress_bar()   # per-component loading bars drown the stage logs
 transformers.utils.logging.disable_progress_bar()
 
+
+class _FirstTruncationOnly(logging.Filter):
+    """Lets diffusers' "part of your input was truncated" warning through once per process. On the tiny world
+    (`model_max_length` 16) SleeperMark's trigger prefix on the longest captions passes it on every sampling
+    batch, and hundreds of copies drowned the stage logs; the cut is the same at embedding and at verification."""
+    PREFIX = "The following part of your input was truncated"
+
+    def __init__(self):
+        super().__init__()
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.PREFIX):
+            return True
+        if self.seen:
+            return False
+        self.seen = True
+        record.msg = f"{record.msg} (prompts are cut at the tokenizer's model_max_length, the same way wherever they " \
+                     f"are encoded; shown once per process)"
+        return True
+
+
+logging.getLogger("diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion").addFilter(_FirstTruncationOnly())
+
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 TEXT_ENCODER = "text_encoder."  # key prefix of a fine-tuned text encoder's tensors in a model's weights file
 

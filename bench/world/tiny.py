@@ -8,7 +8,9 @@ a latent diffusion model with 10% caption dropout for classifier-free guidance. 
 standard StableDiffusionPipeline folder plus a CLIP folder.
 
 Choice: the tokenizer is CLIP's, with `model_max_length` 16 instead of 77 (every caption here is
-at most 12 tokens; cross-attention over 77 padded tokens would cost 5x more CPU time).
+at most 12 tokens; cross-attention over 77 padded tokens would cost 5x more CPU time). With
+SleeperMark's trigger prefix (5 tokens), 2 of the 50 caption forms reach 17 tokens and lose their last token,
+the same way at embedding and at verification; diffusers' warning about it is shown once per process.
 """
 from __future__ import annotations
 
