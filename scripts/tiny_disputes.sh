@@ -48,4 +48,4 @@ roc() { .venv/bin/python -m bench.tools.roc "$RESULTS" --align "${ROC_ARGS[@]}" 
 OMP_NUM_THREADS=1 roc --method aiao > "${TMPDIR:-/tmp}/tiny_roc_align_a.log" 2>&1 & a=$!
 OMP_NUM_THREADS=1 roc --method activemark > "${TMPDIR:-/tmp}/tiny_roc_align_b.log" 2>&1 & b=$!
 wait "$a"; wait "$b"
-roc --tables-only
+.venv/bin/python -m bench.tools.roc "$RESULTS" --align --tables-only  # --attack chose the models; the tables read the rows
