@@ -588,11 +588,17 @@ def alignment(ref: Reference) -> str:
         lines += ["**Alignment must not manufacture evidence.** The null models of the ROC section (models that never "
                   "saw the key), each aligned to the key's watermarked model before verifying (`python -m "
                   "bench.tools.roc --align`, `roc_aligned/`), beside the same verifications without alignment: the "
-                  "verdicts that fired.\n",
-                  "| method | null models | fired, plain | fired, aligned |", "|---|---|---|---|"]
+                  "verdicts that fired, and the single queries that matched (per-query tests: a verdict needs many "
+                  "more matches than p0 x queries, so the query rate against the p0 the p-value assumes is where a "
+                  "manufactured match would show first).\n",
+                  "| method | null models | fired, plain | fired, aligned | queries matched, plain | queries matched, "
+                  "aligned | p0 |", "|---|---|---|---|---|---|---|"]
         for r in both.itertuples():
             lines.append(f"| {r.method} | {r.null_kind} | {_fired(int(r.null_detected_plain), int(r.n_null_plain))} | "
-                         f"{_fired(int(r.null_detected_aligned), int(r.n_null_aligned))} |")
+                         f"{_fired(int(r.null_detected_aligned), int(r.n_null_aligned))} | "
+                         f"{_fired(int(r.null_query_matches_plain), int(r.null_queries_plain))} | "
+                         f"{_fired(int(r.null_query_matches_aligned), int(r.null_queries_aligned))} | "
+                         f"{r.query_p0_aligned:.3g} |")
         lines.append("")
     return "\n".join(["## The owner's aligned verification\n", *lines]) + "\n" if lines else ""
 
