@@ -157,11 +157,16 @@ def suite_cell(r: dict, methods: list[str], attacks: list[str], seeds: int) -> b
                                                          "attack": r["attack"], "metrics": "default"})
 
 
-def suite_records(results: Path, seeds: int) -> tuple[list[dict], list[str], list[str]]:
-    """The complete records of the tiny suite under `results` (or a records folder), and its methods and attacks."""
+def read_records(results: Path) -> list[dict]:
+    """Every record under `results` (or a records folder), read once for all the tables of one `--suite` pass."""
     folder = results / "records" if (results / "records").is_dir() else results
+    return [json.loads(f.read_text()) for f in sorted(folder.glob("*/record.json"))]
+
+
+def suite_records(results: Path, seeds: int, records: list[dict] | None = None) -> tuple[list[dict], list[str], list[str]]:
+    """The complete records of the tiny suite under `results` (or a records folder), and its methods and attacks."""
     methods, attacks = suite(ROOT / "conf")
-    records = (json.loads(f.read_text()) for f in sorted(folder.glob("*/record.json")))
+    records = read_records(results) if records is None else records
     return [r for r in records if suite_cell(r, methods, attacks, seeds)], methods, attacks
 
 
@@ -229,7 +234,7 @@ def run_seconds(r: dict) -> float:
     return sum(t.get("cpu_seconds", t.get("seconds", 0.0)) for t in r.get("timings", {}).values() if isinstance(t, dict))
 
 
-def search_cost(results: Path) -> str:
+def search_cost(results: Path, records: list[dict] | None = None) -> str:
     """The worst-case searches' cost (`bench.tools.search`, results/search/*/): per search its N trials (each trial's
     seconds as the search measured them: wall clock, with two one-thread workers on two cores) and its exported
     attack's fresh-seed re-run (the records' stage seconds); the totals in core-hours and, with two one-thread
@@ -241,7 +246,7 @@ def search_cost(results: Path) -> str:
     searches = sorted(p.parent for p in folder.glob("*/best.json")) if folder.is_dir() else []
     if not searches:
         return "No searches here yet (`bash scripts/tiny_search.sh`).\n"
-    records = [json.loads(f.read_text()) for f in sorted((results / "records").glob("*/record.json"))]
+    records = read_records(results) if records is None else records
     lines = ["| search | trials (N) | trial seconds, median [min, max] | trials, total s | re-run | re-run, total s |",
              "|---|---|---|---|---|---|"]
     trials_s = rerun_s = 0.0
@@ -282,9 +287,10 @@ def main() -> None:
     ap.add_argument("--write", type=Path, help="a markdown file with <!-- suite-cost: begin/end --> markers")
     args = ap.parse_args()
     if args.suite:
-        text = measured(*suite_records(args.suite, args.seeds), args.seeds)
+        records = read_records(args.suite)
+        text = measured(*suite_records(args.suite, args.seeds, records), args.seeds)
         print(text)
-        searches = search_cost(args.suite)
+        searches = search_cost(args.suite, records)
         print(searches)
         if args.write:
             fill(args.write, "suite-records", text)

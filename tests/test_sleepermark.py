@@ -107,7 +107,8 @@ def test_a_trigger_prompt_cut_at_the_tokenizer_length_warns_once_per_process(mic
     logger = logging.getLogger("diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion")
     handler = Keep(level=logging.WARNING)
     logger.addHandler(handler)
-    (once,) = [f for f in logger.filters if type(f).__name__ == "_FirstTruncationOnly"]
+    from bench.world.base import _FirstTruncationOnly
+    (once,) = [f for f in logger.filters if isinstance(f, _FirstTruncationOnly)]
     once.seen = False  # as in a fresh process
     long = " ".join(["trousers"] * (pipe.tokenizer.model_max_length + 4))
     try:
